@@ -1,0 +1,5 @@
+"""`python -m nextvlad ...` is the same as the `nextvlad` command (used by torchrun)."""
+
+from nextvlad.cli import main
+
+raise SystemExit(main())

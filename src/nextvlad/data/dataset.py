@@ -1,0 +1,221 @@
+"""A PyTorch ``IterableDataset`` of YouTube-8M-style TFRecords.
+
+Usage::
+
+    dataset = VideoDataset("train*.tfrecord", shuffle=True, seed=0)
+    loader = dataset.loader(batch_size=80, num_workers=2)
+    for epoch in range(epochs):
+        dataset.set_epoch(epoch)
+        for batch in loader:  # Batch: frames (B, T, 1152) uint8, num_frames, labels, ids
+            ...
+
+Sharding: every (torchrun rank, DataLoader worker) pair is one shard; ranks come from
+``torch.distributed`` when it is initialised, else from the ``RANK`` / ``WORLD_SIZE``
+environment variables. Files are dealt to shards when there are at least as many files as
+shards, records otherwise; either way each record is read by exactly one shard. Shards may get
+different numbers of videos (whole files), so distributed training must not assume equal batch
+counts per rank.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from nextvlad.data.batch import Batch, VideoCollator
+from nextvlad.data.reader import PathsLike, ReadStats, read_videos, resolve_files
+from nextvlad.data.schema import FRAME_LEVEL, YT8M_NUM_CLASSES, Schema, Video
+from nextvlad.errors import ConfigError
+
+__all__ = ["VideoDataset", "distributed_rank"]
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size): from ``torch.distributed`` if initialised, else ``RANK`` and
+    ``WORLD_SIZE`` from the environment, else (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise ConfigError("RANK and WORLD_SIZE must be integers") from None
+    return rank, world
+
+
+class VideoDataset(IterableDataset[Video]):
+    """Videos from TFRecord files, sharded, optionally shuffled; yields :class:`Video`.
+
+    Args:
+        files: a path or glob, or a list of them (globs expand sorted; missing files raise
+            :class:`NoDataFilesError` here, not when iterating).
+        schema: record layout; :data:`FRAME_LEVEL` (default) or :data:`VIDEO_LEVEL` or your own.
+        num_classes: labels must lie in [0, num_classes); the width of the multi-hot labels.
+        max_frames: frames after this many are cut (frame-level data).
+        sample_frames: if set, each video is replaced by this many frames drawn uniformly at
+            random with replacement (kept in temporal order), as the NetVLAD_random baseline;
+            a zero-frame video stays empty.
+        shuffle: shuffle file order each epoch and videos through a buffer.
+        shuffle_buffer: videos held for shuffling per shard (each frame-level video is ~200 KB).
+        seed: seed of the shuffling and sampling; with ``set_epoch`` the order is deterministic.
+        skip_corrupt: skip (log and count) corrupt or off-schema records instead of raising.
+        verify_crc: check each record's data CRC.
+        rank, world_size: override the distributed rank and world size.
+    """
+
+    def __init__(
+        self,
+        files: PathsLike,
+        schema: Schema = FRAME_LEVEL,
+        *,
+        num_classes: int = YT8M_NUM_CLASSES,
+        max_frames: int = 300,
+        sample_frames: int | None = None,
+        shuffle: bool = False,
+        shuffle_buffer: int = 256,
+        seed: int = 0,
+        skip_corrupt: bool = False,
+        verify_crc: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes <= 0:
+            raise ConfigError(f"num_classes must be positive, got {num_classes}")
+        if max_frames <= 0:
+            raise ConfigError(f"max_frames must be positive, got {max_frames}")
+        if sample_frames is not None and sample_frames <= 0:
+            raise ConfigError(f"sample_frames must be positive, got {sample_frames}")
+        if shuffle_buffer <= 0:
+            raise ConfigError(f"shuffle_buffer must be positive, got {shuffle_buffer}")
+        if sample_frames is not None and not schema.frame_level:
+            raise ConfigError("sample_frames needs frame-level data")
+        self.files = resolve_files(files)
+        self.schema = schema
+        self.num_classes = num_classes
+        self.max_frames = max_frames
+        self.sample_frames = sample_frames
+        self.shuffle = shuffle
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+        self.skip_corrupt = skip_corrupt
+        self.verify_crc = verify_crc
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        # Counts of this process's iterations (DataLoader workers keep their own copies: use
+        # Batch.num_skipped to count corrupt records there).
+        self.stats = ReadStats()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the shuffle order of an epoch; call before iterating (before creating the
+        DataLoader iterator). Not seen by persistent DataLoader workers."""
+        self.epoch = epoch
+
+    def shard(self) -> tuple[int, int]:
+        """(this shard, number of shards) for the calling process and DataLoader worker."""
+        rank, world = distributed_rank()
+        rank = self.rank if self.rank is not None else rank
+        world = self.world_size if self.world_size is not None else world
+        if not 0 <= rank < world:
+            raise ConfigError(f"rank {rank} not in [0, world size {world})")
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return rank * workers + worker, world * workers
+
+    def __iter__(self) -> Iterator[Video]:
+        shard, num_shards = self.shard()
+        files = list(self.files)
+        if self.shuffle:  # same permutation in every shard, so the split stays a partition
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(files))
+            files = [files[i] for i in order]
+        videos = read_videos(
+            files,
+            self.schema,
+            max_frames=self.max_frames if self.schema.frame_level else None,
+            num_classes=self.num_classes,
+            skip_corrupt=self.skip_corrupt,
+            verify=self.verify_crc,
+            shard=shard,
+            num_shards=num_shards,
+            stats=self.stats,
+        )
+        if self.sample_frames is not None:
+            videos = self._sampled(videos, np.random.default_rng([self.seed, self.epoch, shard, 1]))
+        if self.shuffle:
+            videos = _shuffled(
+                videos,
+                self.shuffle_buffer,
+                np.random.default_rng([self.seed, self.epoch, shard, 0]),
+            )
+        return videos
+
+    def _sampled(self, videos: Iterator[Video], rng: np.random.Generator) -> Iterator[Video]:
+        count = self.sample_frames
+        assert count is not None
+        for video in videos:
+            n = video.num_frames or 0
+            if n == 0:
+                yield video
+                continue
+            index = np.sort(rng.integers(0, n, size=count))
+            features = {name: frames[index] for name, frames in video.features.items()}
+            yield replace(video, features=features, num_frames=count)
+
+    def collator(self, *, pad_to: int | None = None) -> VideoCollator:
+        """The collate function for this dataset's videos (see :class:`VideoCollator`)."""
+        return VideoCollator(self.num_classes, self.schema.names, pad_to=pad_to)
+
+    def loader(
+        self,
+        batch_size: int,
+        *,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        pad_to: int | None = None,
+        **kwargs: Any,
+    ) -> DataLoader[Batch]:
+        """A DataLoader of :class:`Batch` over this dataset (extra ``kwargs`` go to DataLoader)."""
+        if num_workers > 0:
+            kwargs.setdefault("prefetch_factor", 4)
+        return DataLoader(
+            self,  # type: ignore[arg-type]
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory and torch.cuda.is_available(),
+            drop_last=drop_last,
+            collate_fn=self.collator(pad_to=pad_to),
+            **kwargs,
+        )
+
+
+def _shuffled(videos: Iterator[Video], size: int, rng: np.random.Generator) -> Iterator[Video]:
+    """Shuffles a stream through a buffer of ``size`` items; pending skip counts are carried
+    by whatever video leaves the buffer next."""
+    buffer: list[Video] = []
+    pending = 0
+    for video in videos:
+        if video.skipped:
+            pending += video.skipped
+            video = replace(video, skipped=0)
+        if len(buffer) < size:
+            buffer.append(video)
+            continue
+        j = int(rng.integers(size))
+        out, buffer[j] = buffer[j], video
+        if pending:
+            out, pending = replace(out, skipped=pending), 0
+        yield out
+    rng.shuffle(buffer)
+    for out in buffer:
+        if pending:
+            out, pending = replace(out, skipped=pending), 0
+        yield out

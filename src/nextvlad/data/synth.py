@@ -1,0 +1,234 @@
+"""A synthetic YouTube-8M-like data set that rewards good frame aggregation.
+
+The world (fixed by ``concept_seed`` and the number of classes): every class has
+``prototypes_per_class`` rgb prototypes (random directions of norm 16 in the 1024-d space, i.e.
+about 0.5 a dimension) and one audio prototype (128-d).
+
+A video (fixed by ``seed`` and its index) lasts 60 to 300 frames and shows 1 to 4 classes (its
+labels; 40/30/20/10 %, classes drawn with a mild long tail). Each label appears in one or two
+short runs of 4 to 12 frames, each run showing one of the class's prototypes (plus the class's
+audio prototype in 70 % of runs). Every other frame is background: a dense random mixture of
+*all* prototypes that drifts from one mixture to another over the video. A per-video offset and
+per-frame noise are added everywhere. Features are then quantised to uint8 exactly as
+YouTube-8M's are (``x = q * 4/255 + 4/512 - 2``, so values live in [-2, 2]).
+
+Why this is hard for mean pooling and easy for clustering: in the mean of a video a label
+contributes its prototype times the small fraction of frames its runs cover (about 5-15 %),
+while the background mixtures contribute every class's prototypes with random weights of
+comparable size, so the mean is dominated by background. Frame by frame, a concept frame is
+close to one prototype and far from everything else, so an aggregator that assigns frames to
+clusters (NetVLAD, NeXtVLAD) sees the concepts clearly.
+
+Video-level records hold the mean of the dequantised frames (``mean_rgb``, ``mean_audio``) of
+the same videos, so the frame-level and video-level sets of one seed describe the same videos.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from nextvlad.data.schema import FRAME_LEVEL, VIDEO_LEVEL, Video, encode_video
+from nextvlad.data.tfrecord import TFRecordWriter
+from nextvlad.errors import ConfigError
+
+__all__ = ["SynthConfig", "dequantize", "quantize", "synthetic_videos", "write_synthetic"]
+
+RGB_DIM = 1024
+AUDIO_DIM = 128
+_Q_SCALE = 4.0 / 255.0
+_Q_BIAS = 4.0 / 512.0 - 2.0
+
+
+def quantize(x: np.ndarray) -> np.ndarray:
+    """Floats in [-2, 2] to uint8 the way YouTube-8M quantised its features."""
+    q = np.rint((x - _Q_BIAS) * (1.0 / _Q_SCALE))
+    return np.clip(q, 0, 255).astype(np.uint8)
+
+
+def dequantize(q: np.ndarray) -> np.ndarray:
+    """uint8 to float32: ``q * 4/255 + 4/512 - 2``."""
+    return (q.astype(np.float32) * np.float32(_Q_SCALE) + np.float32(_Q_BIAS)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Knobs of the synthetic set (defaults: the documented benchmark set)."""
+
+    num_classes: int = 25  # classes (labels in [0, num_classes))
+    prototypes_per_class: int = 3  # rgb concept prototypes of each class
+    min_frames: int = 60  # video length range (inclusive)
+    max_frames: int = 300
+    min_run: int = 4  # length range (frames) of one concept run
+    max_run: int = 12
+    prototype_norm: float = 16.0  # norm of an rgb prototype (about 0.5 a dimension)
+    background_weight: float = 0.12  # std of each prototype's weight in a background mixture
+    offset_std: float = 0.15  # per-video offset, a dimension
+    noise_std: float = 0.2  # per-frame noise, a dimension
+    audio_probability: float = 0.7  # chance that a concept run also shows the class's audio
+    concept_seed: int = 0  # fixes the prototypes; keep it equal for train and validation sets
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 1:
+            raise ConfigError(f"num_classes must be at least 1, got {self.num_classes}")
+        if not 1 <= self.min_frames <= self.max_frames:
+            raise ConfigError(f"bad frame range [{self.min_frames}, {self.max_frames}]")
+        if not 1 <= self.min_run <= self.max_run:
+            raise ConfigError(f"bad run range [{self.min_run}, {self.max_run}]")
+        if self.prototypes_per_class < 1:
+            raise ConfigError("prototypes_per_class must be at least 1")
+
+
+@lru_cache(maxsize=8)
+def _world(config: SynthConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rgb prototypes (C*P, 1024), audio prototypes (C, 128), class frequencies (C,))."""
+    rng = np.random.default_rng([config.concept_seed, config.num_classes, 0x5EED])
+    count = config.num_classes * config.prototypes_per_class
+    rgb = rng.standard_normal((count, RGB_DIM)).astype(np.float32)
+    rgb *= config.prototype_norm / np.linalg.norm(rgb, axis=1, keepdims=True)
+    audio = rng.standard_normal((config.num_classes, AUDIO_DIM)).astype(np.float32)
+    audio *= (0.5 * np.sqrt(AUDIO_DIM)) / np.linalg.norm(audio, axis=1, keepdims=True)
+    freq = 1.0 / np.sqrt(np.arange(1, config.num_classes + 1))
+    return rgb, audio, freq / freq.sum()
+
+
+def _video(config: SynthConfig, seed: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels (L,) int64, rgb (T, 1024) uint8, audio (T, 128) uint8) of video ``index``."""
+    protos, audio_protos, freq = _world(config)
+    rng = np.random.default_rng([seed, index, 0x71DE0])
+    classes, per_class = config.num_classes, config.prototypes_per_class
+    length = int(rng.integers(config.min_frames, config.max_frames + 1))
+    num_labels = min(int(rng.choice(4, p=[0.4, 0.3, 0.2, 0.1])) + 1, classes)
+    labels = np.sort(rng.choice(classes, size=num_labels, replace=False, p=freq))
+
+    # Background: a drift between two dense mixtures of all prototypes, plus an offset.
+    weights = rng.standard_normal((2, len(protos)), dtype=np.float32) * config.background_weight
+    scenes = weights @ protos  # (2, 1024)
+    audio_weights = rng.standard_normal((2, classes), dtype=np.float32) * config.background_weight
+    audio_scenes = audio_weights @ audio_protos  # (2, 128)
+    alpha = np.linspace(0.0, 1.0, length, dtype=np.float32)[:, None]  # (T, 1)
+    rgb = scenes[0] + alpha * (scenes[1] - scenes[0])  # (T, 1024)
+    audio = audio_scenes[0] + alpha * (audio_scenes[1] - audio_scenes[0])  # (T, 128)
+
+    # Concept runs, placed without overlap among the background frames.
+    runs = []  # (class, run length)
+    for label in labels:
+        for _ in range(int(rng.integers(1, 3))):
+            runs.append((int(label), int(rng.integers(config.min_run, config.max_run + 1))))
+    order = rng.permutation(len(runs))
+    runs = [runs[i] for i in order]
+    total = sum(n for _, n in runs)
+    if total > length // 2:  # keep runs short relative to the video
+        scale = (length // 2) / total
+        runs = [(c, max(1, int(n * scale))) for c, n in runs]
+        total = sum(n for _, n in runs)
+    gaps = rng.multinomial(length - total, np.full(len(runs) + 1, 1.0 / (len(runs) + 1)))
+    start = 0
+    for (label, run), gap in zip(runs, gaps, strict=False):
+        start += int(gap)
+        proto = protos[label * per_class + int(rng.integers(per_class))]
+        rgb[start : start + run] = proto
+        if rng.random() < config.audio_probability:
+            audio[start : start + run] = audio_protos[label]
+        start += run
+
+    offset = rng.standard_normal(RGB_DIM + AUDIO_DIM, dtype=np.float32) * config.offset_std
+    noise = rng.standard_normal((length, RGB_DIM + AUDIO_DIM), dtype=np.float32)
+    noise *= config.noise_std
+    noise += offset
+    rgb += noise[:, :RGB_DIM]
+    audio += noise[:, RGB_DIM:]
+    return labels.astype(np.int64), quantize(rgb), quantize(audio)
+
+
+def synthetic_videos(
+    videos: int,
+    *,
+    num_classes: int = 25,
+    seed: int = 0,
+    start: int = 0,
+    frame_level: bool = True,
+    config: SynthConfig | None = None,
+) -> Iterator[Video]:
+    """Synthetic videos ``start .. start + videos - 1`` (ids ``syn<seed>-<index>``).
+
+    Frame-level videos carry ``rgb`` (T, 1024) and ``audio`` (T, 128) uint8; video-level ones
+    ``mean_rgb`` (1024,) and ``mean_audio`` (128,) float32, the mean of the dequantised frames.
+    """
+    config = config or SynthConfig(num_classes=num_classes)
+    if config.num_classes != num_classes and num_classes != 25:
+        raise ConfigError("give num_classes either directly or in config, not both")
+    for index in range(start, start + videos):
+        labels, rgb, audio = _video(config, seed, index)
+        vid = f"syn{seed}-{index:06d}"
+        if frame_level:
+            yield Video(vid, labels, {"rgb": rgb, "audio": audio}, len(rgb))
+        else:
+            features = {
+                "mean_rgb": dequantize(rgb).mean(0),
+                "mean_audio": dequantize(audio).mean(0),
+            }
+            yield Video(vid, labels, features, None)
+
+
+def write_synthetic(
+    out_dir: str | os.PathLike[str],
+    *,
+    videos: int = 1000,
+    shards: int = 4,
+    frame_level: bool = True,
+    num_classes: int = 25,
+    seed: int = 0,
+    prefix: str = "synth",
+    config: SynthConfig | None = None,
+) -> list[Path]:
+    """Writes ``videos`` synthetic videos as ``shards`` TFRecord files in the 2018 YouTube-8M
+    format, ``<prefix>-<s>-of-<shards>.tfrecord`` (contiguous blocks of videos), plus
+    ``<prefix>.json`` describing the set. Deterministic given the arguments.
+
+    Use the same ``config.concept_seed`` (default) and different ``seed`` for train and
+    validation sets. Returns the shard paths.
+    """
+    if videos < 0:
+        raise ConfigError(f"videos must be non-negative, got {videos}")
+    if shards < 1:
+        raise ConfigError(f"shards must be at least 1, got {shards}")
+    config = config or SynthConfig(num_classes=num_classes)
+    if config.num_classes != num_classes and num_classes != 25:
+        raise ConfigError("give num_classes either directly or in config, not both")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    schema = FRAME_LEVEL if frame_level else VIDEO_LEVEL
+    bounds = np.linspace(0, videos, shards + 1).round().astype(int)
+    paths = []
+    for shard in range(shards):
+        path = out / f"{prefix}-{shard:05d}-of-{shards:05d}.tfrecord"
+        lo, hi = int(bounds[shard]), int(bounds[shard + 1])
+        with TFRecordWriter(path) as writer:
+            for video in synthetic_videos(
+                hi - lo,
+                num_classes=config.num_classes,
+                seed=seed,
+                start=lo,
+                frame_level=frame_level,
+                config=config,
+            ):
+                writer.write(encode_video(video, schema))
+        paths.append(path)
+    meta = {
+        "format": "youtube-8m-2018",
+        "level": "frame" if frame_level else "video",
+        "videos": videos,
+        "shards": shards,
+        "seed": seed,
+        "features": {spec.name: spec.dim for spec in schema.features},
+        "config": asdict(config),
+    }
+    (out / f"{prefix}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return paths

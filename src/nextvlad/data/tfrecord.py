@@ -1,0 +1,214 @@
+"""TFRecord framing: reading and writing records with masked CRC32C checks.
+
+A TFRecord file is a sequence of records, each laid out as::
+
+    uint64 length            (little-endian)
+    uint32 masked_crc32c(length bytes)
+    byte   data[length]
+    uint32 masked_crc32c(data)
+
+where ``masked_crc32c(x) = rotate_right(crc32c(x), 15) + 0xA282EAD8 (mod 2**32)``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+
+import crc32c as _crc32c
+
+from nextvlad.data.errors import CorruptRecordError, NoDataFilesError
+
+__all__ = [
+    "HEADER_SIZE",
+    "RawRecord",
+    "TFRecordWriter",
+    "count_records",
+    "encode_record",
+    "iter_records",
+    "masked_crc32c",
+    "write_records",
+]
+
+_MASK_DELTA = 0xA282EAD8
+_U32 = 0xFFFFFFFF
+_HEADER = struct.Struct("<QI")
+_CRC = struct.Struct("<I")
+HEADER_SIZE = _HEADER.size  # 12: length + its CRC
+FOOTER_SIZE = _CRC.size  # 4: CRC of the data
+
+_crc = _crc32c.crc32c
+
+
+def masked_crc32c(data: bytes | bytearray | memoryview) -> int:
+    """The masked CRC32C that TFRecord stores after the length and after the data."""
+    crc = _crc(data)
+    return ((((crc >> 15) | (crc << 17)) & _U32) + _MASK_DELTA) & _U32
+
+
+def encode_record(data: bytes) -> bytes:
+    """The framed bytes of one record: header, ``data``, footer."""
+    length = struct.pack("<Q", len(data))
+    return length + _CRC.pack(masked_crc32c(length)) + data + _CRC.pack(masked_crc32c(data))
+
+
+def _ends_file(reason: str, *, path: str, index: int, offset: int) -> CorruptRecordError:
+    err = CorruptRecordError(reason, path=path, index=index, offset=offset)
+    err.ends_file = True
+    return err
+
+
+class RawRecord:
+    """One record as read from a file: its ``index`` in the file, byte ``offset`` of its
+    header, and ``data`` (the payload, or ``None`` when the reader was told to skip it)."""
+
+    __slots__ = ("data", "index", "offset")
+
+    def __init__(self, index: int, offset: int, data: bytes | None) -> None:
+        self.index = index
+        self.offset = offset
+        self.data = data
+
+    def __repr__(self) -> str:
+        size = None if self.data is None else len(self.data)
+        return f"RawRecord(index={self.index}, offset={self.offset}, size={size})"
+
+
+def iter_records(
+    path: str | os.PathLike[str],
+    *,
+    verify: bool = True,
+    want: Callable[[int], bool] | None = None,
+) -> Iterator[RawRecord | CorruptRecordError]:
+    """Records of one TFRecord file, in order.
+
+    Corrupt records come out as :class:`CorruptRecordError` values (with file, index and offset)
+    instead of being raised, so the caller decides whether to raise or to skip. After a record
+    whose length cannot be trusted (length CRC mismatch, truncation) the rest of the file cannot be
+    framed, so iteration ends there (that error has ``ends_file`` true); after a data CRC mismatch
+    it goes on with the next record.
+
+    Args:
+        path: the file.
+        verify: check the data CRCs (length CRCs are always checked: framing depends on them).
+        want: ``want(index)`` false means the record's data is neither read nor checked (it comes
+            out with ``data=None``); errors of unwanted records are not reported.
+    """
+    name = os.fspath(path)
+    try:
+        f = open(name, "rb", buffering=0)  # noqa: SIM115 - closed in finally
+    except FileNotFoundError:
+        raise NoDataFilesError(f"no such file: {name}") from None
+    except IsADirectoryError:
+        raise NoDataFilesError(f"is a directory, not a TFRecord file: {name}") from None
+    try:
+        size = os.fstat(f.fileno()).st_size
+        offset = 0
+        index = 0
+        read = f.read
+        while offset < size:
+            wanted = want is None or want(index)
+            header = read(HEADER_SIZE)
+            if len(header) < HEADER_SIZE:
+                if wanted:
+                    yield _ends_file(
+                        f"truncated record header ({len(header)} of {HEADER_SIZE} bytes; "
+                        "file truncated?)",
+                        path=name,
+                        index=index,
+                        offset=offset,
+                    )
+                return
+            length, length_crc = _HEADER.unpack(header)
+            if masked_crc32c(header[:8]) != length_crc:
+                if wanted:
+                    yield _ends_file(
+                        "length CRC mismatch (corrupt header; the rest of the file is unreadable)",
+                        path=name,
+                        index=index,
+                        offset=offset,
+                    )
+                return
+            end = offset + HEADER_SIZE + length + FOOTER_SIZE
+            if end > size:
+                if wanted:
+                    yield _ends_file(
+                        f"truncated record: needs {length} data bytes and a CRC but only "
+                        f"{size - offset - HEADER_SIZE} bytes remain (file truncated?)",
+                        path=name,
+                        index=index,
+                        offset=offset,
+                    )
+                return
+            if not wanted:
+                f.seek(end)
+                yield RawRecord(index, offset, None)
+            else:
+                data = read(length)
+                footer = read(FOOTER_SIZE)
+                if len(data) != length or len(footer) != FOOTER_SIZE:  # file shrank meanwhile
+                    yield _ends_file(
+                        "truncated record (file changed while reading)",
+                        path=name,
+                        index=index,
+                        offset=offset,
+                    )
+                    return
+                if verify and masked_crc32c(data) != _CRC.unpack(footer)[0]:
+                    yield CorruptRecordError(
+                        "data CRC mismatch (corrupt record)", path=name, index=index, offset=offset
+                    )
+                else:
+                    yield RawRecord(index, offset, data)
+            offset = end
+            index += 1
+    finally:
+        f.close()
+
+
+def count_records(path: str | os.PathLike[str]) -> int:
+    """Number of records in a file (reads headers only; corrupt framing raises)."""
+    n = 0
+    for item in iter_records(path, want=lambda _i: False):
+        if isinstance(item, CorruptRecordError):  # pragma: no cover - want() never wants
+            raise item
+        n += 1
+    return n
+
+
+class TFRecordWriter:
+    """Writes framed records to a file; use as a context manager."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        self.count = 0
+
+    def write(self, data: bytes) -> None:
+        self._file.write(encode_record(data))
+        self.count += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> TFRecordWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def write_records(path: str | os.PathLike[str], records: Iterable[bytes]) -> int:
+    """Writes ``records`` to a new TFRecord file; returns how many were written."""
+    with TFRecordWriter(path) as writer:
+        for data in records:
+            writer.write(data)
+        return writer.count

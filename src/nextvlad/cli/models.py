@@ -1,0 +1,136 @@
+"""Model subcommands: `list-models`, `params`, `import-tf`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nextvlad.errors import UsageError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "list-models",
+        help="list the model presets",
+        description="List the registered model presets with a one-line description each.",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.set_defaults(func=_list_models)
+
+    p = subparsers.add_parser(
+        "params",
+        help="parameter counts of the presets next to the paper's",
+        description=(
+            "Count the trainable parameters of presets on the meta device (nothing is "
+            "allocated) and show the paper's figure (Table 1, Table 2) and formula "
+            "(Eq. (4), (9), (10)) next to each."
+        ),
+    )
+    p.add_argument(
+        "--preset", action="append", metavar="NAME", help="only this preset (repeatable)"
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    p.set_defaults(func=_params)
+
+    p = subparsers.add_parser(
+        "import-tf",
+        help="convert weights of the original TensorFlow code into a native checkpoint",
+        description=(
+            "Convert a checkpoint of the original TensorFlow implementation "
+            "(linrongc/youtube-8m: NeXtVLADModel or MixNeXtVladModel with LogisticModel) into a "
+            "nextvlad checkpoint folder. SOURCE is an .npz of variable name -> array, or a TF "
+            "checkpoint prefix (needs TensorFlow: pip install 'nextvlad[tf]'). The "
+            "hyper-parameters are read off the variable shapes unless --config is given. The "
+            "model is saved in reference-compatible mode (see docs/models.md)."
+        ),
+    )
+    p.add_argument("source", help=".npz file or TF checkpoint prefix (e.g. model.ckpt-310001)")
+    p.add_argument("--out", required=True, help="folder to write the checkpoint into")
+    p.add_argument(
+        "--config",
+        help="JSON file with the reference's flags (model, groups, nextvlad_cluster_size, ...)",
+    )
+    p.set_defaults(func=_import_tf)
+
+
+def _list_models(args: argparse.Namespace) -> int:
+    from nextvlad.models import get_preset, list_models
+
+    presets = [get_preset(n) for n in list_models()]
+    if args.json:
+        print(json.dumps([{"name": p.name, "description": p.description} for p in presets]))
+        return 0
+    width = max(len(p.name) for p in presets)
+    for p in presets:
+        print(f"{p.name:<{width}}  {p.description}")
+    return 0
+
+
+def _millions(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.1f}M"
+
+
+def _params(args: argparse.Namespace) -> int:
+    from nextvlad.models import list_models, parameter_report
+
+    names = args.preset or list_models()
+    reports = [parameter_report(n).to_dict() for n in names]
+    if args.json:
+        print(json.dumps(reports, indent=1))
+        return 0
+    header = f"{'preset':<29} {'trainable':>12} {'paper':>7} {'diff':>8} {'formula':>9}"
+    print(header)
+    print("-" * len(header))
+    for r in reports:
+        diff = "" if r["relative_to_paper"] is None else f"{100 * r['relative_to_paper']:+.2f}%"
+        print(
+            f"{r['name']:<29} {r['trainable_params']:>12,} {_millions(r['paper_params']):>7} "
+            f"{diff:>8} {_millions(r['formula_params']):>9}"
+        )
+    print("\nformula: the paper's Eq. (9) (NeXtVLAD) or Eq. (4) (NetVLAD), plus Eq. (10) for SE")
+    print("gating, summed over the rgb and audio streams; it leaves out biases, batch norm and the")
+    print("classifier. Where the paper's figure is not reproduced, docs/models.md says why.")
+    return 0
+
+
+def _read_variables(source: str) -> dict[str, Any]:
+    path = Path(source)
+    if path.suffix == ".npz":
+        if not path.is_file():
+            raise UsageError(f"file not found: {path}")
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise UsageError(
+            f"{source}: reading a TensorFlow checkpoint needs TensorFlow "
+            "(pip install 'nextvlad[tf]'), or export its variables to an .npz first"
+        ) from None
+    try:
+        reader = tf.train.load_checkpoint(source)
+    except Exception as err:  # TF raises many types for unreadable checkpoints
+        raise UsageError(f"{source}: not a readable TensorFlow checkpoint ({err})") from None
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def _import_tf(args: argparse.Namespace) -> int:
+    from nextvlad.checkpoint import save_model
+    from nextvlad.convert import from_tf, infer_tf_config
+
+    variables = _read_variables(args.source)
+    if args.config:
+        try:
+            config = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise UsageError(f"--config {args.config}: {err}") from None
+    else:
+        config = infer_tf_config(variables)
+    model = from_tf(variables, config)
+    save_model(args.out, model, model.config, metadata={"source": str(args.source)})
+    print(f"wrote {args.out} ({type(model).__name__}, reference-compatible)")
+    return 0

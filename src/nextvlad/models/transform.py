@@ -1,0 +1,101 @@
+"""Input transform: uint8 quantised frames -> model input, on the model's device.
+
+YouTube-8M stores each frame feature quantised to 8 bits in [-2, 2]; the reference reader
+dequantises with ``q * 4/255 + (4/512 - 2)`` and sets frames at index >= num_frames to 0.0
+(after dequantisation). The NeXtVLAD model then reverses the PCA whitening of the rgb features
+(Eq. (11)): ``x = (deq - 4/512) * (sqrt(e) + 1e-4)`` on the rgb dimensions, with Google's PCA
+eigenvalues e (``yt8m_pca.tgz``: ``eigenvals.npy``). Padded frames therefore end up at
+``-4/512 * (sqrt(e) + 1e-4)`` on the rgb dimensions, not at zero, exactly as in the original.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from nextvlad.errors import ConfigError
+from nextvlad.nn import frame_mask
+
+DEQUANT_SCALE = 4.0 / 255.0  # (max - min) / 255 with max = 2, min = -2
+DEQUANT_BIAS = 4.0 / 512.0 - 2.0  # (max - min) / 512 + min
+WHITENING_OFFSET = 4.0 / 512.0
+WHITENING_EPSILON = 1e-4
+
+
+def load_eigenvalues(path: str | Path, dim: int = 1024) -> Tensor:
+    """The first ``dim`` PCA eigenvalues from an .npy file of shape (n,) or (n, 1), n >= dim."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"eigenvalue file not found: {path}")
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"{path}: not a readable .npy array ({err})") from None
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1 or values.shape[0] < dim or not np.issubdtype(values.dtype, np.number):
+        raise ConfigError(
+            f"{path}: expected at least {dim} eigenvalues of shape (n,) or (n, 1), "
+            f"got {values.dtype} {values.shape}"
+        )
+    values = values[:dim].astype(np.float32)
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ConfigError(f"{path}: eigenvalues must be finite and non-negative")
+    return torch.from_numpy(values)
+
+
+class InputTransform(nn.Module):
+    """Dequantise uint8 frames, zero the padded frames, reverse the whitening of stream 0.
+
+    Args:
+        feature_dims: sizes of the concatenated streams (rgb first).
+        eigenvalues: (feature_dims[0],) PCA eigenvalues of stream 0; None: no reverse
+            whitening.
+        dequantize: False for inputs that are already float (e.g. one's own features).
+    """
+
+    def __init__(
+        self,
+        feature_dims: Sequence[int] = (1024, 128),
+        eigenvalues: Tensor | None = None,
+        *,
+        dequantize: bool = True,
+    ) -> None:
+        super().__init__()
+        self.feature_dims = tuple(feature_dims)
+        self.dequantize = dequantize
+        self.reverse_whitening = eigenvalues is not None
+        total = sum(self.feature_dims)
+        offset = torch.zeros(total)
+        scale = torch.ones(total)
+        if eigenvalues is not None:
+            n = self.feature_dims[0]
+            if eigenvalues.shape != (n,):
+                raise ConfigError(f"expected {n} eigenvalues, got shape {tuple(eigenvalues.shape)}")
+            scale[:n] = torch.sqrt(eigenvalues.to(torch.float32)) + WHITENING_EPSILON
+            offset[:n] = WHITENING_OFFSET
+        self.offset: Tensor
+        self.scale: Tensor
+        self.register_buffer("offset", offset)
+        self.register_buffer("scale", scale)
+
+    def forward(self, frames: Tensor, num_frames: Tensor | None = None) -> Tensor:
+        """frames: (B, T, D) uint8 (or float if not dequantising); num_frames: (B,) -> float
+        (B, T, D) model input."""
+        if frames.shape[-1] != self.offset.shape[0]:
+            raise ValueError(
+                f"expected frames with {self.offset.shape[0]} features, got {tuple(frames.shape)}"
+            )
+        x = frames.to(torch.float32)
+        if self.dequantize:
+            x = x * DEQUANT_SCALE + DEQUANT_BIAS
+        if num_frames is not None and x.ndim == 3:
+            mask = frame_mask(num_frames, x.shape[1], torch.bool).unsqueeze(-1)  # (B, T, 1)
+            x = torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        if self.reverse_whitening:
+            x = (x - self.offset) * self.scale  # Eq. (11)
+        return x

@@ -1,0 +1,107 @@
+"""The NeXtVLAD aggregation layer (Lin et al. 2018, Sec. 3.2; Eq. (5)-(8), mask Eq. (18)-(19))."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nextvlad.nn._init import linear_variance_scaling_, variance_scaling_
+from nextvlad.nn.batchnorm import BatchNorm
+
+# tf.nn.l2_normalize divides by sqrt(max(sum(x^2), 1e-12)), i.e. by max(||x||, 1e-6).
+L2_NORM_EPS = 1e-6
+
+
+def check_positive(layer: str, **sizes: int) -> None:
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{layer}: {name} must be a positive integer, got {value!r}")
+
+
+class NeXtVLAD(nn.Module):
+    """NeXtVLAD: group-wise NetVLAD over expanded frame features, with group attention.
+
+    Each frame x_i (N) is expanded to ẋ_i (λN) by a linear FC, split into G groups of λN/G;
+    each group is softly assigned to K clusters shared by all groups (Eq. (6), an FC without
+    bias, batch norm and softmax) and weighted by a sigmoid group attention (Eq. (7)); the
+    residuals to the K anchors are summed over frames and groups (Eq. (8)), intra-normalised
+    and batch-normed. Output: (B, λN/G * K), flattened as index f*K + k like the reference.
+
+    Args:
+        dim: N, size of a frame feature.
+        num_clusters: K.
+        groups: G; must divide expansion * dim.
+        expansion: λ.
+        reference_compat: compute the soft-assignment batch-norm statistics over every row,
+            padded frames included, as the original TensorFlow code does. The default counts
+            only real frames, so that padding changes nothing.
+    """
+
+    def __init__(
+        self,
+        dim: int = 1024,
+        num_clusters: int = 128,
+        groups: int = 8,
+        expansion: int = 2,
+        *,
+        reference_compat: bool = False,
+    ) -> None:
+        super().__init__()
+        check_positive("NeXtVLAD", dim=dim, num_clusters=num_clusters, groups=groups)
+        check_positive("NeXtVLAD", expansion=expansion)
+        if (expansion * dim) % groups:
+            raise ValueError(
+                f"NeXtVLAD: groups ({groups}) must divide expansion * dim ({expansion} * {dim})"
+            )
+        self.dim = dim
+        self.num_clusters = num_clusters
+        self.groups = groups
+        self.expansion = expansion
+        self.group_dim = expansion * dim // groups  # λN/G
+        self.output_dim = self.group_dim * num_clusters
+        self.reference_compat = reference_compat
+
+        wide = expansion * dim
+        self.expand = nn.Linear(dim, wide)  # x -> ẋ
+        self.group_attention = nn.Linear(wide, groups)  # Eq. (7)
+        self.assignment = nn.Linear(wide, groups * num_clusters, bias=False)  # Eq. (6)
+        self.assignment_bn = BatchNorm(groups * num_clusters)
+        self.anchors = nn.Parameter(torch.empty(self.group_dim, num_clusters))  # c_k, shared
+        self.vlad_bn = BatchNorm(self.output_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        linear_variance_scaling_(self.expand)
+        linear_variance_scaling_(self.group_attention)
+        linear_variance_scaling_(self.assignment)
+        variance_scaling_(self.anchors, fan_in=self.group_dim)
+        self.assignment_bn.reset_parameters()
+        self.vlad_bn.reset_parameters()
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x: (B, M, N) frame features; mask: (B, M) 1 for real frames -> (B, λN/G * K)."""
+        b, m, _ = x.shape
+        g, k, f = self.groups, self.num_clusters, self.group_dim
+        x_dot = self.expand(x)  # (B, M, λN)
+        attention = torch.sigmoid(self.group_attention(x_dot))  # (B, M, G), Eq. (7)
+        if mask is not None:
+            attention = attention * mask.unsqueeze(-1).to(attention.dtype)  # Eq. (18)
+        logits = self.assignment(x_dot).reshape(b * m, g * k)  # (B*M, G*K)
+        bn_mask = None if mask is None or self.reference_compat else mask.reshape(b * m)
+        logits = self.assignment_bn(logits, bn_mask)
+        assign = F.softmax(logits.reshape(b, m * g, k), dim=-1)  # (B, M*G, K), Eq. (6)
+        assign = assign * attention.reshape(b, m * g, 1)  # α_g α_gk, (B, M*G, K)
+        a_sum = assign.sum(dim=1, keepdim=True)  # (B, 1, K)
+        x_tilde = x_dot.reshape(b, m * g, f)  # (B, M*G, λN/G)
+        vlad = torch.bmm(x_tilde.transpose(1, 2), assign)  # Eq. (5), (8): (B, λN/G, K)
+        vlad = vlad - a_sum * self.anchors  # (B, λN/G, K)
+        vlad = F.normalize(vlad, p=2.0, dim=1, eps=L2_NORM_EPS)  # intra-normalisation
+        vlad = vlad.reshape(b, f * k)  # (B, λN/G*K), index f*K + k
+        return self.vlad_bn(vlad)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, num_clusters={self.num_clusters}, groups={self.groups}, "
+            f"expansion={self.expansion}, reference_compat={self.reference_compat}"
+        )

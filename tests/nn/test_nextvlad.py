@@ -1,0 +1,119 @@
+"""NeXtVLAD layer: shapes, invalid configurations, and the invariances that are its point."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nextvlad.nn import NeXtVLAD, frame_mask
+
+
+def _layer(**kwargs: object) -> NeXtVLAD:
+    torch.manual_seed(0)
+    return NeXtVLAD(**{"dim": 12, "num_clusters": 5, "groups": 4, "expansion": 2, **kwargs})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3, 8])
+@pytest.mark.parametrize("num_clusters", [1, 4])
+@pytest.mark.parametrize("expansion", [1, 2, 4])
+def test_output_shape(groups: int, num_clusters: int, expansion: int) -> None:
+    layer = NeXtVLAD(dim=24, num_clusters=num_clusters, groups=groups, expansion=expansion)
+    x = torch.randn(3, 7, 24)
+    out = layer(x, frame_mask(torch.tensor([7, 3, 1]), 7))
+    assert out.shape == (3, expansion * 24 // groups * num_clusters) == (3, layer.output_dim)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"groups": 5}, "must divide"),
+        ({"groups": 0}, "groups must be a positive integer"),
+        ({"num_clusters": 0}, "num_clusters must be a positive integer"),
+        ({"dim": -1}, "dim must be a positive integer"),
+        ({"expansion": 0}, "expansion must be a positive integer"),
+    ],
+)
+def test_invalid_configurations_raise(kwargs: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _layer(**kwargs)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_padded_frames_change_nothing(training: bool) -> None:
+    layer = _layer().train(training)
+    x = torch.randn(3, 6, 12)
+    num_frames = torch.tensor([6, 4, 2])
+    padded = torch.cat([x, 100 * torch.randn(3, 5, 12)], dim=1)  # garbage padding
+    a = layer(x, frame_mask(num_frames, 6))
+    b = layer(padded, frame_mask(num_frames, 11))
+    # Garbage also inside the first six frames beyond each video's length:
+    x2 = x.clone()
+    x2[1, 4:] = 55.0
+    x2[2, 2:] = -7.0
+    c = layer(x2, frame_mask(num_frames, 6))
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_frame_order_changes_nothing(training: bool) -> None:
+    layer = _layer().train(training)
+    x = torch.randn(2, 9, 12)
+    perm = torch.randperm(9)
+    torch.testing.assert_close(layer(x), layer(x[:, perm]), rtol=1e-5, atol=1e-5)
+
+
+def test_reference_compat_counts_padding_in_training_statistics() -> None:
+    x = torch.randn(3, 6, 12)
+    mask = frame_mask(torch.tensor([6, 2, 1]), 6)
+    clean, compat = _layer().train(), _layer(reference_compat=True).train()
+    initial = {k: v.clone() for k, v in clean.state_dict().items()}
+    compat.load_state_dict(initial)
+    assert not torch.allclose(clean(x, mask), compat(x, mask), atol=1e-3)
+    clean.load_state_dict(initial)
+    compat.load_state_dict(initial)
+    clean.eval()
+    compat.eval()  # with moving statistics the two modes compute the same
+    torch.testing.assert_close(clean(x, mask), compat(x, mask))
+
+
+def test_zero_frame_video_is_finite() -> None:
+    layer = _layer().train()
+    out = layer(torch.randn(2, 4, 12), frame_mask(torch.tensor([0, 4]), 4))
+    assert torch.isfinite(out).all()
+
+
+def test_matches_the_papers_equations_written_naively() -> None:
+    """Eq. (5)-(8) with a loop over frames, groups and clusters; eval-mode batch norm."""
+    layer = _layer().eval()
+    with torch.no_grad():  # make the batch norms non-trivial
+        for bn in (layer.assignment_bn, layer.vlad_bn):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 5, 12, dtype=torch.float64)
+    layer = layer.double()
+    num_frames = torch.tensor([5, 3])
+    out = layer(x, frame_mask(num_frames, 5, torch.float64))
+    g, k, f = layer.groups, layer.num_clusters, layer.group_dim
+    bn = layer.assignment_bn
+    for b in range(2):
+        y = torch.zeros(f, k, dtype=torch.float64)
+        for i in range(int(num_frames[b])):
+            x_dot = layer.expand(x[b, i])
+            logits = layer.assignment(x_dot)
+            logits = (logits - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)
+            logits = logits * bn.weight + bn.bias
+            for gi in range(g):
+                alpha_g = torch.sigmoid(layer.group_attention(x_dot)[gi])  # Eq. (7)
+                alpha_gk = torch.softmax(logits[gi * k : (gi + 1) * k], 0)  # Eq. (6)
+                x_tilde = x_dot[gi * f : (gi + 1) * f]
+                for kk in range(k):  # Eq. (5), summed as Eq. (8)
+                    y[:, kk] += alpha_g * alpha_gk[kk] * (x_tilde - layer.anchors[:, kk])
+        y = y / y.norm(dim=0, keepdim=True)
+        v = layer.vlad_bn
+        expected = (y.reshape(-1) - v.running_mean) / torch.sqrt(v.running_var + v.eps)
+        expected = expected * v.weight + v.bias
+        torch.testing.assert_close(out[b], expected)

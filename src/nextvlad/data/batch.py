@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from nextvlad.data import _shm
 from nextvlad.data.errors import SchemaError
 from nextvlad.data.schema import Video
 from nextvlad.errors import ConfigError
@@ -32,6 +33,8 @@ class Batch:
     num_frames: Tensor | None = None  # (B,) int64 real frames of each video (0 is possible)
     features: Tensor | None = None  # (B, D) float32 video-level features (mean_rgb ++ mean_audio)
     num_skipped: int = 0  # corrupt records skipped while reading this batch (skip_corrupt=True)
+    # Shared-memory segment holding the tensors (batches made in DataLoader workers).
+    _segment: _shm.Segment | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -71,21 +74,71 @@ class Batch:
             num_skipped=self.num_skipped,
         )
 
+    def __reduce__(self) -> tuple[object, ...]:
+        if self._segment is None:
+            state = {name: getattr(self, name) for name in _FIELDS}
+            return (_rebuild, (state,))
+        # Tensors in a shared segment: send its descriptor and where each tensor lies.
+        base = self._segment.data.ctypes.data
+        layout = []
+        for name in _TENSORS:
+            t = getattr(self, name)
+            if t is not None:
+                layout.append((name, t.data_ptr() - base, str(t.numpy().dtype), tuple(t.shape)))
+        ref = _shm.SegmentRef(self._segment)
+        return (_rebuild_shared, (ref, layout, self.ids, self.num_skipped))
 
-_FIELDS = frozenset(f.name for f in fields(Batch))
+
+_FIELDS = tuple(f.name for f in fields(Batch) if not f.name.startswith("_"))
+_TENSORS = ("labels", "frames", "num_frames", "features")
 
 
-def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    """An uninitialised tensor; in a DataLoader worker it is put in shared memory from the
-    start, which saves the copy the worker would otherwise make to send it."""
-    if torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    numel = int(np.prod(shape))
-    storage = torch.UntypedStorage._new_shared(numel * dtype.itemsize)
-    strides = [1] * len(shape)
-    for i in range(len(shape) - 2, -1, -1):
-        strides[i] = strides[i + 1] * shape[i + 1]
-    return torch.empty(0, dtype=dtype).set_(storage, 0, shape, strides)
+def _rebuild(state: dict[str, object]) -> Batch:
+    return Batch(**state)  # type: ignore[arg-type]
+
+
+def _rebuild_shared(
+    ref: _shm.SegmentRef,
+    layout: list[tuple[str, int, str, tuple[int, ...]]],
+    ids: list[str],
+    num_skipped: int,
+) -> Batch:
+    data = ref.open()
+    tensors: dict[str, Tensor] = {}
+    for name, offset, dtype, shape in layout:
+        count = int(np.prod(shape))
+        array = data[offset : offset + count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
+        tensors[name] = torch.from_numpy(array)
+    return Batch(ids=ids, num_skipped=num_skipped, **tensors)
+
+
+def _allocate(
+    specs: list[tuple[str, np.dtype, tuple[int, ...]]],
+) -> tuple[dict[str, np.ndarray], _shm.Segment | None]:
+    """Uninitialised arrays for a batch; in a DataLoader worker (on Linux) they are carved from a
+    recycled shared-memory segment, otherwise they are ordinary tensors' memory."""
+    if _shm.AVAILABLE and torch.utils.data.get_worker_info() is not None:
+        offsets = []
+        total = 0
+        for _, dtype, shape in specs:
+            offsets.append(total)
+            total += _shm.align(int(np.prod(shape)) * dtype.itemsize)
+        segment = _shm.pool().take(total)
+        arrays = {}
+        for (name, dtype, shape), offset in zip(specs, offsets, strict=True):
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            arrays[name] = segment.data[offset : offset + nbytes].view(dtype).reshape(shape)
+        return arrays, segment
+    return {
+        name: torch.empty(shape, dtype=_TORCH_DTYPES[dtype]).numpy() for name, dtype, shape in specs
+    }, None
+
+
+_TORCH_DTYPES = {
+    np.dtype(np.uint8): torch.uint8,
+    np.dtype(np.float32): torch.float32,
+    np.dtype(np.int64): torch.int64,
+}
 
 
 class VideoCollator:
@@ -119,8 +172,29 @@ class VideoCollator:
             raise ValueError("cannot collate an empty list of videos")
         names = self.feature_names or tuple(videos[0].features)
         size = len(videos)
-        labels = torch.zeros(size, self.num_classes, dtype=torch.float32)
-        label_view = labels.numpy()
+        frame_level = videos[0].num_frames is not None
+        dims = [videos[0].features[n].shape[-1] for n in names]
+        lengths = [video.num_frames or 0 for video in videos]
+        longest = max(max(lengths), 1)
+        if self.pad_to is not None and frame_level:
+            if longest > self.pad_to:
+                raise ConfigError(
+                    f"a video has {longest} frames, more than pad_to={self.pad_to}; "
+                    "cut it with max_frames"
+                )
+            longest = self.pad_to
+        specs: list[tuple[str, np.dtype, tuple[int, ...]]] = [
+            ("labels", np.dtype(np.float32), (size, self.num_classes))
+        ]
+        if frame_level:
+            specs.append(("frames", np.dtype(np.uint8), (size, longest, sum(dims))))
+            specs.append(("num_frames", np.dtype(np.int64), (size,)))
+        else:
+            specs.append(("features", np.dtype(np.float32), (size, sum(dims))))
+        arrays, segment = _allocate(specs)
+
+        labels = arrays["labels"]
+        labels[:] = 0
         for i, video in enumerate(videos):
             if video.labels.size:
                 if video.labels.min() < 0 or video.labels.max() >= self.num_classes:
@@ -128,41 +202,28 @@ class VideoCollator:
                         f"video {video.id!r} has labels {video.labels.tolist()} outside "
                         f"[0, {self.num_classes})"
                     )
-                label_view[i, video.labels] = 1.0
-        ids = [video.id for video in videos]
-        skipped = sum(video.skipped for video in videos)
-
-        if videos[0].num_frames is None:  # video-level
-            dims = [videos[0].features[n].shape[-1] for n in names]
-            features = _empty((size, sum(dims)), torch.float32)
-            view = features.numpy()
+                labels[i, video.labels] = 1.0
+        if frame_level:
+            frames = arrays["frames"]
+            for i, (video, length) in enumerate(zip(videos, lengths, strict=True)):
+                col = 0
+                for name, dim in zip(names, dims, strict=True):
+                    frames[i, :length, col : col + dim] = video.features[name]
+                    col += dim
+                if length < longest:
+                    frames[i, length:] = 0
+            arrays["num_frames"][:] = lengths
+        else:
+            features = arrays["features"]
             for i, video in enumerate(videos):
                 col = 0
                 for name, dim in zip(names, dims, strict=True):
-                    view[i, col : col + dim] = video.features[name]
+                    features[i, col : col + dim] = video.features[name]
                     col += dim
-            return Batch(ids=ids, labels=labels, features=features, num_skipped=skipped)
-
-        lengths = [video.num_frames or 0 for video in videos]
-        longest = max(max(lengths), 1)
-        if self.pad_to is not None:
-            if longest > self.pad_to:
-                raise ConfigError(
-                    f"a video has {longest} frames, more than pad_to={self.pad_to}; "
-                    "cut it with max_frames"
-                )
-            longest = self.pad_to
-        dims = [videos[0].features[n].shape[-1] for n in names]
-        frames = _empty((size, longest, sum(dims)), torch.uint8)
-        view = frames.numpy()
-        for i, (video, length) in enumerate(zip(videos, lengths, strict=True)):
-            col = 0
-            for name, dim in zip(names, dims, strict=True):
-                view[i, :length, col : col + dim] = video.features[name]
-                col += dim
-            if length < longest:
-                view[i, length:] = 0
-        num_frames = torch.tensor(lengths, dtype=torch.int64)
-        return Batch(
-            ids=ids, labels=labels, frames=frames, num_frames=num_frames, num_skipped=skipped
+        batch = Batch(
+            ids=[video.id for video in videos],
+            num_skipped=sum(video.skipped for video in videos),
+            **{name: torch.from_numpy(array) for name, array in arrays.items()},
         )
+        batch._segment = segment
+        return batch

@@ -1,0 +1,195 @@
+"""Loader throughput: examples/s of read + CRC + parse + batch to uint8 tensors.
+
+Writes a synthetic frame-level set (60-300 frames a video, mean ~180) to a temporary folder,
+then times full passes of ``VideoDataset(...).loader(...)`` in one process and with DataLoader
+workers. Prints a report, or one JSON object with ``--json``.
+
+    python benchmarks/data_throughput.py --json            # the figures in docs/data.md
+    python benchmarks/data_throughput.py --quick --json    # a seconds-long smoke run for CI
+    python benchmarks/data_throughput.py --compare-parsers # protobuf (upb) vs our decoder
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nextvlad.data import VideoDataset, decode_video, iter_records, write_synthetic
+
+
+def _time_loader(files: list[str], batch_size: int, workers: int, passes: int) -> dict[str, Any]:
+    dataset = VideoDataset(files, num_classes=25, shuffle=True, seed=0)
+    best = 0.0
+    count = 0
+    frames = 0
+    for epoch in range(passes):
+        dataset.set_epoch(epoch)
+        loader = dataset.loader(batch_size, num_workers=workers)
+        start = time.perf_counter()
+        count = 0
+        frames = 0
+        for batch in loader:
+            assert batch.frames is not None and batch.frames.dtype == torch.uint8
+            assert batch.num_frames is not None
+            count += len(batch)
+            frames += int(batch.num_frames.sum())
+        elapsed = time.perf_counter() - start
+        best = max(best, count / elapsed)
+    return {"examples_per_s": round(best, 1), "examples": count, "mean_frames": frames / count}
+
+
+def _protobuf_decoder() -> Callable[[bytes], Any]:
+    """tf.train.SequenceExample parsed by the protobuf package (message classes built at run
+    time from hand-written descriptors), frames joined into uint8 arrays."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    field = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="nextvlad_bench_example.proto", package="nvbench", syntax="proto3"
+    )
+    rep, opt = field.LABEL_REPEATED, field.LABEL_OPTIONAL
+
+    def message(name: str, fields: Sequence[tuple[str, int, int, int, str]], oneof: bool = False):
+        msg = proto.message_type.add(name=name)
+        if oneof:
+            msg.oneof_decl.add(name="kind")
+        for fname, number, ftype, label, tname in fields:
+            f = msg.field.add(name=fname, number=number, type=ftype, label=label)
+            if tname:
+                f.type_name = tname
+            if oneof:
+                f.oneof_index = 0
+        return msg
+
+    def map_of(msg: Any, entry: str, value: str) -> None:
+        nested = msg.nested_type.add(name=entry)
+        nested.options.map_entry = True
+        nested.field.add(name="key", number=1, type=field.TYPE_STRING, label=opt)
+        nested.field.add(
+            name="value", number=2, type=field.TYPE_MESSAGE, label=opt, type_name=value
+        )
+
+    message("BytesList", [("value", 1, field.TYPE_BYTES, rep, "")])
+    message("FloatList", [("value", 1, field.TYPE_FLOAT, rep, "")])
+    message("Int64List", [("value", 1, field.TYPE_INT64, rep, "")])
+    message(
+        "Feature",
+        [
+            ("bytes_list", 1, field.TYPE_MESSAGE, opt, ".nvbench.BytesList"),
+            ("float_list", 2, field.TYPE_MESSAGE, opt, ".nvbench.FloatList"),
+            ("int64_list", 3, field.TYPE_MESSAGE, opt, ".nvbench.Int64List"),
+        ],
+        oneof=True,
+    )
+    features = message(
+        "Features",
+        [("feature", 1, field.TYPE_MESSAGE, rep, ".nvbench.Features.FeatureEntry")],
+    )
+    map_of(features, "FeatureEntry", ".nvbench.Feature")
+    message("FeatureList", [("feature", 1, field.TYPE_MESSAGE, rep, ".nvbench.Feature")])
+    lists = message(
+        "FeatureLists",
+        [("feature_list", 1, field.TYPE_MESSAGE, rep, ".nvbench.FeatureLists.FeatureListEntry")],
+    )
+    map_of(lists, "FeatureListEntry", ".nvbench.FeatureList")
+    message(
+        "SequenceExample",
+        [
+            ("context", 1, field.TYPE_MESSAGE, opt, ".nvbench.Features"),
+            ("feature_lists", 2, field.TYPE_MESSAGE, opt, ".nvbench.FeatureLists"),
+        ],
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("nvbench.SequenceExample"))
+
+    def decode(data: bytes) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
+        msg = cls.FromString(data)
+        ctx = msg.context.feature
+        labels = np.array(ctx["labels"].int64_list.value, np.int64)
+        out = {}
+        for name, dim in (("rgb", 1024), ("audio", 128)):
+            steps = msg.feature_lists.feature_list[name].feature
+            joined = b"".join([step.bytes_list.value[0] for step in steps])
+            out[name] = np.frombuffer(joined, np.uint8).reshape(-1, dim)
+        return ctx["id"].bytes_list.value[0].decode(), labels, out
+
+    return decode
+
+
+def _compare_parsers(files: list[str], repeat: int) -> dict[str, Any]:
+    records = [r.data for path in files for r in iter_records(path)]
+    records = [r for r in records if r is not None]
+    pb = _protobuf_decoder()
+    for data in records[:5]:  # same output
+        ours = decode_video(data)
+        _, labels, frames = pb(data)
+        assert np.array_equal(ours.labels, labels)
+        assert all(np.array_equal(ours.features[k], frames[k]) for k in frames)
+    result: dict[str, Any] = {"records": len(records)}
+    for name, fn in (("protobuf_upb", pb), ("nextvlad_decoder", decode_video)):
+        best = 0.0
+        for _ in range(repeat):
+            start = time.perf_counter()
+            for data in records:
+                fn(data)
+            best = max(best, len(records) / (time.perf_counter() - start))
+        result[f"{name}_records_per_s"] = round(best, 1)
+    from google.protobuf.internal import api_implementation
+
+    result["protobuf_backend"] = api_implementation.Type()
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="tiny run (CI smoke test)")
+    parser.add_argument("--videos", type=int, default=2000, help="synthetic videos (2000)")
+    parser.add_argument("--shards", type=int, default=8, help="files (8)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (2)")
+    parser.add_argument("--passes", type=int, default=2, help="passes; the best is reported")
+    parser.add_argument("--compare-parsers", action="store_true", help="protobuf vs ours")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.videos, args.shards, args.passes = 64, 4, 1
+
+    torch.set_num_threads(1)
+    report: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "videos": args.videos,
+        "batch_size": args.batch_size,
+    }
+    with tempfile.TemporaryDirectory(prefix="nextvlad-bench-") as tmp:
+        start = time.perf_counter()
+        paths = write_synthetic(Path(tmp), videos=args.videos, shards=args.shards, seed=1)
+        report["synth_write_s"] = round(time.perf_counter() - start, 2)
+        files = [str(p) for p in paths]
+        report["one_process"] = _time_loader(files, args.batch_size, 0, args.passes)
+        report[f"workers_{args.workers}"] = _time_loader(
+            files, args.batch_size, args.workers, args.passes
+        )
+        report["mean_frames"] = round(report["one_process"]["mean_frames"], 1)
+        if args.compare_parsers:
+            report["parsers"] = _compare_parsers(files, 1 if args.quick else 3)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key, value in report.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

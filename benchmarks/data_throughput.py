@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from nextvlad.data import VideoDataset, decode_video, iter_records, write_synthetic
+from nextvlad.data.tfrecord import RawRecord
 
 
 def _time_loader(files: list[str], batch_size: int, workers: int, passes: int) -> dict[str, Any]:
@@ -127,8 +128,9 @@ def _protobuf_decoder() -> Callable[[bytes], Any]:
 
 
 def _compare_parsers(files: list[str], repeat: int) -> dict[str, Any]:
-    records = [r.data for path in files for r in iter_records(path)]
-    records = [r for r in records if r is not None]
+    records = [
+        r.data for path in files for r in iter_records(path) if isinstance(r, RawRecord) and r.data
+    ]
     pb = _protobuf_decoder()
     for data in records[:5]:  # same output
         ours = decode_video(data)

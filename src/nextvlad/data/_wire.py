@@ -182,6 +182,13 @@ def decode_feature(buf: bytes, pos: int, end: int) -> tuple[FeatureKind, list[by
 def decode_map_entry(buf: bytes, pos: int, end: int) -> tuple[str, list[tuple[int, int]]]:
     """A map entry: its key and the byte ranges of its value (several if the value field repeats,
     which protobuf merges; an absent value is an empty message)."""
+    # Fast path: the layout every writer uses, key (field 1) then value (field 2), once each.
+    if end - pos >= 3 and buf[pos] == 0x0A and buf[pos + 1] < 0x80:
+        key_end = pos + 2 + buf[pos + 1]
+        if key_end < end and buf[key_end] == 0x12:
+            size, start = read_varint(buf, key_end + 1, end)
+            if start + size == end:
+                return _utf8(buf[pos + 2 : key_end]), [(start, end)]
     key = b""
     value: list[tuple[int, int]] = []
     for number, wire, a, b in iter_fields(buf, pos, end):
@@ -191,8 +198,12 @@ def decode_map_entry(buf: bytes, pos: int, end: int) -> tuple[str, list[tuple[in
             key = buf[a:b]
         elif number == 2:
             value.append((a, b))
+    return _utf8(key), value
+
+
+def _utf8(key: bytes) -> str:
     try:
-        return key.decode("utf-8"), value
+        return key.decode("utf-8")
     except UnicodeDecodeError:
         raise WireError(f"map key is not UTF-8: {key[:40]!r}") from None
 
@@ -200,6 +211,16 @@ def decode_map_entry(buf: bytes, pos: int, end: int) -> tuple[str, list[tuple[in
 def decode_features(buf: bytes, pos: int, end: int) -> dict[str, list[tuple[int, int]]]:
     """A Features or FeatureLists message: key -> byte ranges of the value (last entry wins)."""
     out: dict[str, list[tuple[int, int]]] = {}
+    while pos < end and buf[pos] == 0x0A:  # fast path: consecutive field-1 entries
+        size, start = read_varint(buf, pos + 1, end)
+        stop = start + size
+        if stop > end:
+            raise WireError(
+                f"map entry claims {size} bytes at byte {start} but only {end - start} remain"
+            )
+        key, value = decode_map_entry(buf, start, stop)
+        out[key] = value
+        pos = stop
     for number, wire, a, b in iter_fields(buf, pos, end):
         if number == 1 and wire == LEN:
             key, value = decode_map_entry(buf, a, b)
@@ -301,7 +322,10 @@ def decode_frames(buf: bytes, ranges: list[tuple[int, int]], dim: int, name: str
         if (end - start) % stride == 0:
             count = (end - start) // stride
             entries = np.frombuffer(buf, entry, count, start)
-            if all(np.count_nonzero(entries[name] != value) == 0 for name, value in checks):
+            for field, value in checks:
+                if np.count_nonzero(entries[field] != value):
+                    break
+            else:
                 rows = np.frombuffer(buf, np.uint8, end - start, start).reshape(count, stride)
                 return rows[:, stride - dim :]
     frames: list[bytes] = []

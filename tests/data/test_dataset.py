@@ -253,3 +253,16 @@ def test_missing_files(tmp_path: Path, frame_files: list[str]) -> None:
 def test_read_videos_rejects_bad_shard(frame_files: list[str]) -> None:
     with pytest.raises(ValueError, match="shard"):
         list(read_videos(frame_files, shard=2, num_shards=2))
+
+
+def test_recycled_read_buffers_never_change_a_live_video(frame_files: list[str]) -> None:
+    """Read buffers are reused once a video is freed; videos still held keep their bytes."""
+    kept = {}
+    for i, video in enumerate(read_videos(frame_files, num_classes=25)):
+        if i % 5 == 0:
+            kept[video.id] = video  # the others are dropped and their buffers reused
+    expected = {v.id: v for v in synthetic_videos(FRAME_VIDEOS, seed=3)}
+    for vid, video in kept.items():
+        assert not video.features["rgb"].flags.owndata  # still a view of a read buffer
+        np.testing.assert_array_equal(video.features["rgb"], expected[vid].features["rgb"])
+        np.testing.assert_array_equal(video.features["audio"], expected[vid].features["audio"])

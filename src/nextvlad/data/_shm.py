@@ -7,16 +7,20 @@ virtual machines the first touch of every new page is slow (about 4 us a page he
 are allocated once and reused.
 
 Protocol: the first 8 bytes of a segment are a busy flag. The worker sets it when it fills the
-segment; the batch travels as (file descriptor, layout); the main process maps the segment and
-wraps it in tensors without copying, and clears the flag when the last of those tensors is freed.
-The worker reuses only segments whose flag is clear, so a batch the main process still holds is
-never overwritten. A batch that is never received keeps its segment busy until the worker exits.
+segment; the batch travels as (segment token, layout), plus the file descriptor the first time a
+segment is sent. The main process maps a segment once, keeps the mapping (keyed by the random
+token) while the worker lives, wraps each batch in tensors without copying, and clears the flag
+when the last of those tensors is freed. The worker reuses only segments whose flag is clear, so
+a batch the main process still holds is never overwritten, and a segment is sent again only after
+the main process has seen (and mapped) it. A batch that is never received keeps its segment busy
+until the worker exits.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import threading
 import weakref
 from multiprocessing.reduction import DupFd
 from typing import Any
@@ -38,6 +42,8 @@ class Segment:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
+        self.token = int.from_bytes(os.urandom(8), "little")
+        self.sent = False  # the file descriptor went to the main process with a first batch
         self.fd = os.memfd_create("nextvlad-batch", os.MFD_CLOEXEC)
         os.ftruncate(self.fd, HEADER + capacity)
         self.map = mmap.mmap(self.fd, HEADER + capacity)
@@ -93,21 +99,51 @@ class SegmentRef:
     """A picklable handle to a busy segment: sent instead of the tensors that live in it."""
 
     def __init__(self, segment: Segment) -> None:
-        self.fd: Any = DupFd(segment.fd)
+        self.token = segment.token
+        self.pid = os.getpid()
         self.size = HEADER + segment.capacity
+        self.fd: Any = None
+        if not segment.sent:
+            self.fd = DupFd(segment.fd)
+            segment.sent = True
 
     def open(self) -> np.ndarray:
         """In the receiving process: the segment's data bytes as a uint8 array that clears the
         busy flag when it (and every view of it) is freed."""
-        fd = self.fd.detach()
-        try:
-            mapping = mmap.mmap(fd, self.size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
-        finally:
-            os.close(fd)
+        with _LOCK:
+            entry = _MAPPINGS.get(self.token)
+            if entry is None:
+                if self.fd is None:
+                    raise RuntimeError("a shared batch segment this process has not mapped")
+                fd = self.fd.detach()
+                try:
+                    mapping = mmap.mmap(fd, self.size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
+                finally:
+                    os.close(fd)
+                _forget_dead_workers()
+                _MAPPINGS[self.token] = (self.pid, mapping)
+            else:
+                mapping = entry[1]
         data = np.frombuffer(mapping, np.uint8, self.size - HEADER, HEADER)
         weakref.finalize(data, _release, mapping)
         return data
 
 
+# Receiving side: token -> (worker pid, mapping), for the segments of live workers.
+_MAPPINGS: dict[int, tuple[int, mmap.mmap]] = {}
+_LOCK = threading.Lock()
+
+
+def _forget_dead_workers() -> None:
+    """Drops the mappings of workers that have exited (batches still alive keep theirs)."""
+    for token, (pid, _) in list(_MAPPINGS.items()):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            del _MAPPINGS[token]
+        except PermissionError:  # pragma: no cover - someone else's process: not ours any more
+            del _MAPPINGS[token]
+
+
 def _release(mapping: mmap.mmap) -> None:
-    mapping[:8] = bytes(8)  # the worker may reuse the segment; the mapping goes with `data`
+    mapping[:8] = bytes(8)  # the worker may reuse the segment

@@ -35,12 +35,15 @@ I32 = 5
 
 _U64 = (1 << 64) - 1
 
+# What the decoder reads: bytes, or a view of a (recycled) read buffer.
+Buffer = bytes | bytearray | memoryview
+
 
 class WireError(ValueError):
     """Malformed protocol-buffer bytes (internal; callers attach the location)."""
 
 
-def read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+def read_varint(buf: Buffer, pos: int, end: int) -> tuple[int, int]:
     """Decodes the varint at ``pos``; returns (value as unsigned 64-bit, position after it)."""
     if pos >= end:
         raise WireError(f"truncated varint at byte {pos}")
@@ -63,7 +66,7 @@ def read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
             raise WireError(f"varint longer than 10 bytes at byte {pos}")
 
 
-def iter_fields(buf: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+def iter_fields(buf: Buffer, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
     """Fields of the message in ``buf[pos:end]`` as (number, wire type, a, b).
 
     For LEN fields ``buf[a:b]`` is the payload; for VARINT ``a`` is the value (``b`` = 0); for
@@ -102,7 +105,7 @@ def to_int64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def decode_packed_varints(buf: bytes, pos: int, end: int) -> list[int]:
+def decode_packed_varints(buf: Buffer, pos: int, end: int) -> list[int]:
     out = []
     while pos < end:
         b = buf[pos]
@@ -120,7 +123,7 @@ def decode_packed_varints(buf: bytes, pos: int, end: int) -> list[int]:
 FeatureKind = str
 
 
-def decode_feature(buf: bytes, pos: int, end: int) -> tuple[FeatureKind, list[bytes] | np.ndarray]:
+def decode_feature(buf: Buffer, pos: int, end: int) -> tuple[FeatureKind, list[bytes] | np.ndarray]:
     """Decodes a Feature message. Repeated occurrences of the same list merge, a different list
     replaces the previous one (protobuf ``oneof`` semantics)."""
     kind = ""
@@ -137,7 +140,7 @@ def decode_feature(buf: bytes, pos: int, end: int) -> tuple[FeatureKind, list[by
                 if n2 == 1:
                     if w2 != LEN:
                         raise WireError(f"BytesList value with wire type {w2}")
-                    bytes_values.append(buf[a2:b2])
+                    bytes_values.append(bytes(buf[a2:b2]))
         elif number == 2:
             if kind != "float":
                 kind, float_parts = "float", []
@@ -179,7 +182,7 @@ def decode_feature(buf: bytes, pos: int, end: int) -> tuple[FeatureKind, list[by
     return kind, []
 
 
-def decode_map_entry(buf: bytes, pos: int, end: int) -> tuple[str, list[tuple[int, int]]]:
+def decode_map_entry(buf: Buffer, pos: int, end: int) -> tuple[str, list[tuple[int, int]]]:
     """A map entry: its key and the byte ranges of its value (several if the value field repeats,
     which protobuf merges; an absent value is an empty message)."""
     # Fast path: the layout every writer uses, key (field 1) then value (field 2), once each.
@@ -189,7 +192,7 @@ def decode_map_entry(buf: bytes, pos: int, end: int) -> tuple[str, list[tuple[in
             size, start = read_varint(buf, key_end + 1, end)
             if start + size == end:
                 return _utf8(buf[pos + 2 : key_end]), [(start, end)]
-    key = b""
+    key: Buffer = b""
     value: list[tuple[int, int]] = []
     for number, wire, a, b in iter_fields(buf, pos, end):
         if wire != LEN:
@@ -201,14 +204,14 @@ def decode_map_entry(buf: bytes, pos: int, end: int) -> tuple[str, list[tuple[in
     return _utf8(key), value
 
 
-def _utf8(key: bytes) -> str:
+def _utf8(key: Buffer) -> str:
     try:
-        return key.decode("utf-8")
+        return str(key, "utf-8")
     except UnicodeDecodeError:
-        raise WireError(f"map key is not UTF-8: {key[:40]!r}") from None
+        raise WireError(f"map key is not UTF-8: {bytes(key[:40])!r}") from None
 
 
-def decode_features(buf: bytes, pos: int, end: int) -> dict[str, list[tuple[int, int]]]:
+def decode_features(buf: Buffer, pos: int, end: int) -> dict[str, list[tuple[int, int]]]:
     """A Features or FeatureLists message: key -> byte ranges of the value (last entry wins)."""
     out: dict[str, list[tuple[int, int]]] = {}
     while pos < end and buf[pos] == 0x0A:  # fast path: consecutive field-1 entries
@@ -229,7 +232,7 @@ def decode_features(buf: bytes, pos: int, end: int) -> dict[str, list[tuple[int,
 
 
 def decode_feature_ranges(
-    buf: bytes, ranges: list[tuple[int, int]]
+    buf: Buffer, ranges: list[tuple[int, int]]
 ) -> tuple[FeatureKind, list[bytes] | np.ndarray]:
     """A Feature given as the byte ranges of its (merged) occurrences."""
     if len(ranges) == 1:
@@ -239,7 +242,7 @@ def decode_feature_ranges(
     return decode_feature(b"".join(buf[a:b] for a, b in ranges), 0, sum(b - a for a, b in ranges))
 
 
-def decode_top(buf: bytes) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+def decode_top(buf: Buffer) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Top level of an Example / SequenceExample: byte ranges of field 1 (features / context)
     and of field 2 (feature_lists)."""
     first: list[tuple[int, int]] = []
@@ -301,13 +304,20 @@ def _header_check(dim: int) -> tuple[np.dtype, list[tuple[str, int]]]:
     return dtype, list(zip(names, values, strict=True))
 
 
-def decode_frames(buf: bytes, ranges: list[tuple[int, int]], dim: int, name: str) -> np.ndarray:
+def decode_frames(
+    buf: Buffer,
+    ranges: list[tuple[int, int]],
+    dim: int,
+    name: str,
+    owner: np.ndarray | None = None,
+) -> np.ndarray:
     """The frames of a FeatureList of ``dim``-byte ``bytes_list`` features, as (T, dim) uint8.
 
     Fast path: when every frame is encoded as the canonical ``Feature{bytes_list{value: <dim
     bytes>}}`` (what TensorFlow writes), the FeatureList body is T identical-size entries; all T
     entry headers are checked at once and the frames are returned as a strided read-only view of
-    ``buf`` (no copy). Otherwise each entry is decoded on its own (general path).
+    ``buf`` (no copy; of ``owner``, a uint8 array over the same bytes, when given, so that the
+    frames keep ``owner`` alive). Otherwise each entry is decoded on its own (general path).
 
     Raises:
         WireError: malformed bytes.
@@ -326,7 +336,10 @@ def decode_frames(buf: bytes, ranges: list[tuple[int, int]], dim: int, name: str
                 if np.count_nonzero(entries[field] != value):
                     break
             else:
-                rows = np.frombuffer(buf, np.uint8, end - start, start).reshape(count, stride)
+                if owner is not None:
+                    rows = owner[start:end].reshape(count, stride)
+                else:
+                    rows = np.frombuffer(buf, np.uint8, end - start, start).reshape(count, stride)
                 return rows[:, stride - dim :]
     frames: list[bytes] = []
     for a, b in ranges:

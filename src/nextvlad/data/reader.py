@@ -104,7 +104,7 @@ def read_videos(
     for path in mine:
         want = None if by_file else (lambda i, b=base: (b + i) % num_shards == shard)
         count = 0
-        for item in iter_records(path, verify=verify, want=want):
+        for item in iter_records(path, verify=verify, want=want, recycle=True):
             if isinstance(item, CorruptRecordError):
                 if not skip_corrupt:
                     raise item
@@ -120,7 +120,11 @@ def read_videos(
                 continue
             try:
                 video = decode_video(
-                    item.data, schema, max_frames=max_frames, num_classes=num_classes
+                    item.data,
+                    schema,
+                    max_frames=max_frames,
+                    num_classes=num_classes,
+                    owner=item.owner,
                 )
             except RecordError as err:
                 located = err.located(path, item.index, item.offset)

@@ -128,11 +128,11 @@ class Video:
     skipped: int = field(default=0, compare=False)
 
 
-def _one(buf: bytes, ctx: dict[str, list[tuple[int, int]]], key: str) -> tuple[str, object]:
+def _one(buf: _wire.Buffer, ctx: dict[str, list[tuple[int, int]]], key: str) -> tuple[str, object]:
     return _wire.decode_feature_ranges(buf, ctx[key])
 
 
-def _int64s(buf: bytes, ctx: dict[str, list[tuple[int, int]]], key: str) -> np.ndarray:
+def _int64s(buf: _wire.Buffer, ctx: dict[str, list[tuple[int, int]]], key: str) -> np.ndarray:
     kind, value = _one(buf, ctx, key)
     if kind == "int64":
         return value  # type: ignore[return-value]
@@ -144,7 +144,8 @@ def _int64s(buf: bytes, ctx: dict[str, list[tuple[int, int]]], key: str) -> np.n
 def _check_classes(labels: np.ndarray, what: str, num_classes: int | None) -> None:
     if labels.size == 0:
         return
-    low, high = int(labels.min()), int(labels.max())
+    values = labels.tolist()  # Python min/max beat numpy reductions on a handful of labels
+    low, high = min(values), max(values)
     if low < 0:
         raise SchemaError(f"{what} has negative class {low}")
     if num_classes is not None and high >= num_classes:
@@ -152,16 +153,19 @@ def _check_classes(labels: np.ndarray, what: str, num_classes: int | None) -> No
 
 
 def decode_video(
-    record: bytes,
+    record: _wire.Buffer,
     schema: Schema = FRAME_LEVEL,
     *,
     max_frames: int | None = None,
     num_classes: int | None = None,
+    owner: np.ndarray | None = None,
 ) -> Video:
     """Decodes one serialized record into a :class:`Video`, checking it against ``schema``.
 
     Frame-level frames are cut after ``max_frames``. Labels (and segment labels) must lie in
-    ``[0, num_classes)`` when ``num_classes`` is given.
+    ``[0, num_classes)`` when ``num_classes`` is given. ``owner``, a uint8 array over the same
+    bytes as ``record``, is what the frame arrays are made from when given (so that they keep it,
+    and not ``record``, alive: the readers recycle read buffers when their owner is freed).
 
     Raises:
         CorruptRecordError: bytes that are not a valid protocol buffer.
@@ -170,13 +174,17 @@ def decode_video(
             readers add it with :meth:`RecordError.located`.
     """
     try:
-        return _decode_video(record, schema, max_frames, num_classes)
+        return _decode_video(record, schema, max_frames, num_classes, owner)
     except _wire.WireError as err:
         raise CorruptRecordError(f"malformed protocol buffer: {err}") from None
 
 
 def _decode_video(
-    buf: bytes, schema: Schema, max_frames: int | None, num_classes: int | None
+    buf: _wire.Buffer,
+    schema: Schema,
+    max_frames: int | None,
+    num_classes: int | None,
+    owner: np.ndarray | None,
 ) -> Video:
     context_ranges, list_ranges = _wire.decode_top(buf)
     ctx: dict[str, list[tuple[int, int]]] = {}
@@ -246,7 +254,7 @@ def _decode_video(
                     f"no feature list {spec.name!r} (found: {', '.join(map(repr, lists))})"
                 )
             try:
-                frames = _wire.decode_frames(buf, lists[spec.name], spec.dim, spec.name)
+                frames = _wire.decode_frames(buf, lists[spec.name], spec.dim, spec.name, owner)
             except _wire.FrameSizeError as err:
                 raise SchemaError(str(err)) from None
             if num_frames < 0:
@@ -308,7 +316,7 @@ def encode_video(video: Video, schema: Schema = FRAME_LEVEL, *, id_key: str = "i
     return encode_example(context)
 
 
-def infer_schema(record: bytes) -> Schema | None:
+def infer_schema(record: _wire.Buffer) -> Schema | None:
     """The schema a record appears to follow, or None if it cannot tell (e.g. zero frames).
 
     Frame-level when the record has feature lists (each with the size of its first frame),

@@ -28,19 +28,25 @@ from nextvlad.data.tfrecord import RawRecord
 
 
 def _time_loader(files: list[str], batch_size: int, workers: int, passes: int) -> dict[str, Any]:
-    """Best examples/s over ``passes`` full passes, and the CPU seconds an example cost in the
-    main process and in the workers (CPU time does not depend on other load on the machine)."""
+    """The best of ``passes`` full passes: examples/s over the whole pass (worker start-up and
+    shuffle-buffer filling included), examples/s after the first batch (steady state), and the
+    CPU an example cost in the main process and in the workers (CPU time is what other load on
+    the machine changes least)."""
     dataset = VideoDataset(files, num_classes=25, shuffle=True, seed=0)
     best: dict[str, Any] = {}
     for epoch in range(passes):
         dataset.set_epoch(epoch)
         before = os.times()
         start = time.perf_counter()
+        first = 0.0
         count = 0
         frames = 0
         for batch in dataset.loader(batch_size, num_workers=workers):
             assert batch.frames is not None and batch.frames.dtype == torch.uint8
             assert batch.num_frames is not None
+            if not count:
+                first = time.perf_counter() - start
+                first_count = len(batch)
             count += len(batch)
             frames += int(batch.num_frames.sum())
         elapsed = time.perf_counter() - start
@@ -55,8 +61,14 @@ def _time_loader(files: list[str], batch_size: int, workers: int, passes: int) -
         if count / elapsed > best.get("examples_per_s", 0.0):
             best = {
                 "examples_per_s": round(count / elapsed, 1),
+                "steady_examples_per_s": (
+                    round((count - first_count) / (elapsed - first), 1)
+                    if count > first_count
+                    else None
+                ),
+                "first_batch_s": round(first, 3),
                 "examples": count,
-                "mean_frames": frames / count,
+                "mean_frames": round(frames / count, 1),
                 "main_cpu_us_per_example": round(main_cpu / count * 1e6, 1),
                 "worker_cpu_us_per_example": round(worker_cpu / count * 1e6, 1),
             }
@@ -144,7 +156,10 @@ def _protobuf_decoder() -> Callable[[bytes], Any]:
 
 def _compare_parsers(files: list[str], repeat: int) -> dict[str, Any]:
     records = [
-        r.data for path in files for r in iter_records(path) if isinstance(r, RawRecord) and r.data
+        bytes(r.data)
+        for path in files
+        for r in iter_records(path)
+        if isinstance(r, RawRecord) and r.data is not None
     ]
     pb = _protobuf_decoder()
     for data in records[:5]:  # same output
@@ -175,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=8, help="files (8)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (2)")
-    parser.add_argument("--passes", type=int, default=2, help="passes; the best is reported")
+    parser.add_argument("--passes", type=int, default=3, help="passes; the best is reported")
     parser.add_argument("--compare-parsers", action="store_true", help="protobuf vs ours")
     args = parser.parse_args(argv)
     if args.quick:
@@ -184,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     report: dict[str, Any] = {
         "cpu_count": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
         "torch": torch.__version__,
         "videos": args.videos,
         "batch_size": args.batch_size,
@@ -197,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report[f"workers_{args.workers}"] = _time_loader(
             files, args.batch_size, args.workers, args.passes
         )
-        report["mean_frames"] = round(report["one_process"]["mean_frames"], 1)
+        report["mean_frames"] = report["one_process"]["mean_frames"]
+        report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         if args.compare_parsers:
             report["parsers"] = _compare_parsers(files, 1 if args.quick else 3)
     if args.json:

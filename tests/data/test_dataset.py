@@ -266,3 +266,16 @@ def test_recycled_read_buffers_never_change_a_live_video(frame_files: list[str])
         assert not video.features["rgb"].flags.owndata  # still a view of a read buffer
         np.testing.assert_array_equal(video.features["rgb"], expected[vid].features["rgb"])
         np.testing.assert_array_equal(video.features["audio"], expected[vid].features["audio"])
+
+
+def test_persistent_workers_follow_set_epoch(frame_files: list[str]) -> None:
+    dataset = VideoDataset(frame_files, num_classes=25, shuffle=True, shuffle_buffer=8, seed=2)
+    loader = dataset.loader(8, num_workers=1)  # one worker: the same order as one process
+    assert loader.persistent_workers
+    orders = []
+    for epoch in (0, 1, 0):
+        dataset.set_epoch(epoch)
+        in_loader = [vid for batch in loader for vid in batch.ids]
+        assert in_loader == [video.id for video in dataset]
+        orders.append(in_loader)
+    assert orders[0] == orders[2] != orders[1]

@@ -287,7 +287,8 @@ def frame_header(dim: int) -> bytes:
 @lru_cache(maxsize=64)
 def _header_check(dim: int) -> tuple[np.dtype, list[tuple[str, int]]]:
     """A structured dtype whose items are whole FeatureList entries of ``dim``-byte frames, with
-    fields over the header bytes (8 bytes at a time), and the value each field must have."""
+    fields over the header bytes (8 bytes at a time) and a ``frame`` field over the frame bytes,
+    and the value each header field must have."""
     header = frame_header(dim)
     names, formats, offsets, values = [], [], [], []
     pos = 0
@@ -298,10 +299,14 @@ def _header_check(dim: int) -> tuple[np.dtype, list[tuple[str, int]]]:
         offsets.append(pos)
         values.append(int.from_bytes(header[pos : pos + width], "little"))
         pos += width
+    checks = list(zip(names, values, strict=True))
+    names.append("frame")
+    formats.append((np.uint8, (dim,)))  # type: ignore[arg-type]
+    offsets.append(len(header))
     dtype = np.dtype(
         {"names": names, "formats": formats, "offsets": offsets, "itemsize": len(header) + dim}
     )
-    return dtype, list(zip(names, values, strict=True))
+    return dtype, checks
 
 
 def decode_frames(
@@ -328,19 +333,16 @@ def decode_frames(
         if start == end:
             return np.zeros((0, dim), np.uint8)
         entry, checks = _header_check(dim)
-        stride = entry.itemsize
-        if (end - start) % stride == 0:
-            count = (end - start) // stride
-            entries = np.frombuffer(buf, entry, count, start)
+        if (end - start) % entry.itemsize == 0:
+            if owner is not None:
+                entries = owner[start:end].view(entry)
+            else:
+                entries = np.frombuffer(buf, entry, (end - start) // entry.itemsize, start)
             for field, value in checks:
                 if np.count_nonzero(entries[field] != value):
                     break
             else:
-                if owner is not None:
-                    rows = owner[start:end].reshape(count, stride)
-                else:
-                    rows = np.frombuffer(buf, np.uint8, end - start, start).reshape(count, stride)
-                return rows[:, stride - dim :]
+                return entries["frame"]  # (T, dim) uint8, strided view
     frames: list[bytes] = []
     for a, b in ranges:
         for number, wire, fa, fb in iter_fields(buf, a, b):

@@ -109,15 +109,20 @@ class VideoDataset(IterableDataset[Video]):
         self.verify_crc = verify_crc
         self.rank = rank
         self.world_size = world_size
-        self.epoch = 0
+        # The epoch lives in shared memory so that persistent DataLoader workers see set_epoch.
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         # Counts of this process's iterations (DataLoader workers keep their own copies: use
         # Batch.num_skipped to count corrupt records there).
         self.stats = ReadStats()
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
     def set_epoch(self, epoch: int) -> None:
-        """Selects the shuffle order of an epoch; call before iterating (before creating the
-        DataLoader iterator). Not seen by persistent DataLoader workers."""
-        self.epoch = epoch
+        """Selects the shuffle order of an epoch; call before each epoch's ``iter(loader)``
+        (DataLoader workers, persistent ones included, read it when an epoch starts)."""
+        self._epoch[0] = epoch
 
     def shard(self) -> tuple[int, int]:
         """(this shard, number of shards) for the calling process and DataLoader worker."""
@@ -132,9 +137,10 @@ class VideoDataset(IterableDataset[Video]):
 
     def __iter__(self) -> Iterator[Video]:
         shard, num_shards = self.shard()
+        epoch = self.epoch
         files = list(self.files)
         if self.shuffle:  # same permutation in every shard, so the split stays a partition
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(files))
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(files))
             files = [files[i] for i in order]
         videos = read_videos(
             files,
@@ -148,12 +154,12 @@ class VideoDataset(IterableDataset[Video]):
             stats=self.stats,
         )
         if self.sample_frames is not None:
-            videos = self._sampled(videos, np.random.default_rng([self.seed, self.epoch, shard, 1]))
+            videos = self._sampled(videos, np.random.default_rng([self.seed, epoch, shard, 1]))
         if self.shuffle:
             videos = _shuffled(
                 videos,
                 self.shuffle_buffer,
-                np.random.default_rng([self.seed, self.epoch, shard, 0]),
+                np.random.default_rng([self.seed, epoch, shard, 0]),
             )
         return videos
 
@@ -183,9 +189,14 @@ class VideoDataset(IterableDataset[Video]):
         pad_to: int | None = None,
         **kwargs: Any,
     ) -> DataLoader[Batch]:
-        """A DataLoader of :class:`Batch` over this dataset (extra ``kwargs`` go to DataLoader)."""
+        """A DataLoader of :class:`Batch` over this dataset (extra ``kwargs`` go to DataLoader).
+
+        With workers, they are persistent by default (``persistent_workers=True``): they start
+        once, keep their buffers warm across epochs and still follow ``set_epoch``.
+        """
         if num_workers > 0:
             kwargs.setdefault("prefetch_factor", 4)
+            kwargs.setdefault("persistent_workers", True)
         return DataLoader(
             self,  # type: ignore[arg-type]
             batch_size=batch_size,

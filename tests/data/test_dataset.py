@@ -279,3 +279,21 @@ def test_persistent_workers_follow_set_epoch(frame_files: list[str]) -> None:
         assert in_loader == [video.id for video in dataset]
         orders.append(in_loader)
     assert orders[0] == orders[2] != orders[1]
+
+
+def test_recycled_batch_memory_never_changes_a_live_batch(frame_files: list[str]) -> None:
+    """In one process batch memory is reused once a batch is freed; batches held are intact."""
+    expected = {v.id: v for v in synthetic_videos(FRAME_VIDEOS, seed=3)}
+    dataset = VideoDataset(frame_files, num_classes=25, shuffle=True, shuffle_buffer=4)
+    kept = [batch for i, batch in enumerate(dataset.loader(4)) if i % 3 == 0]
+    for batch in kept:
+        assert batch.frames is not None and batch.num_frames is not None
+        for i, vid in enumerate(batch.ids):
+            n = int(batch.num_frames[i])
+            video = expected[vid]
+            np.testing.assert_array_equal(batch.frames[i, :n, :1024].numpy(), video.features["rgb"])
+            np.testing.assert_array_equal(
+                batch.frames[i, :n, 1024:].numpy(), video.features["audio"]
+            )
+            assert int(batch.frames[i, n:].sum()) == 0
+            assert batch.labels[i].nonzero().flatten().tolist() == video.labels.tolist()

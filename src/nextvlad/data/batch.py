@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from nextvlad.data import _shm
+from nextvlad.data._pool import BufferPool
 from nextvlad.data.errors import SchemaError
 from nextvlad.data.schema import Video
 from nextvlad.errors import ConfigError
@@ -115,30 +116,28 @@ def _rebuild_shared(
 def _allocate(
     specs: list[tuple[str, np.dtype, tuple[int, ...]]],
 ) -> tuple[dict[str, np.ndarray], _shm.Segment | None]:
-    """Uninitialised arrays for a batch; in a DataLoader worker (on Linux) they are carved from a
-    recycled shared-memory segment, otherwise they are ordinary tensors' memory."""
+    """Uninitialised arrays for a batch, carved from one recycled block: in a DataLoader worker
+    (on Linux) a shared-memory segment, otherwise a buffer that is reused once the batch's
+    tensors are freed (fresh pages are slow; see ``_pool``)."""
+    offsets = []
+    total = 0
+    for _, dtype, shape in specs:
+        offsets.append(total)
+        total += _shm.align(int(np.prod(shape)) * dtype.itemsize)
+    segment = None
     if _shm.AVAILABLE and torch.utils.data.get_worker_info() is not None:
-        offsets = []
-        total = 0
-        for _, dtype, shape in specs:
-            offsets.append(total)
-            total += _shm.align(int(np.prod(shape)) * dtype.itemsize)
         segment = _shm.pool().take(total)
-        arrays = {}
-        for (name, dtype, shape), offset in zip(specs, offsets, strict=True):
-            nbytes = int(np.prod(shape)) * dtype.itemsize
-            arrays[name] = segment.data[offset : offset + nbytes].view(dtype).reshape(shape)
-        return arrays, segment
-    return {
-        name: torch.empty(shape, dtype=_TORCH_DTYPES[dtype]).numpy() for name, dtype, shape in specs
-    }, None
+        block = segment.data
+    else:
+        block = _BATCH_POOL.array(total)
+    arrays = {}
+    for (name, dtype, shape), offset in zip(specs, offsets, strict=True):
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        arrays[name] = block[offset : offset + nbytes].view(dtype).reshape(shape)
+    return arrays, segment
 
 
-_TORCH_DTYPES = {
-    np.dtype(np.uint8): torch.uint8,
-    np.dtype(np.float32): torch.float32,
-    np.dtype(np.int64): torch.int64,
-}
+_BATCH_POOL = BufferPool(step=1 << 20, limit=256 << 20)
 
 
 class VideoCollator:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import struct
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +21,7 @@ from types import TracebackType
 import crc32c as _crc32c
 import numpy as np
 
+from nextvlad.data._pool import BufferPool
 from nextvlad.data.errors import CorruptRecordError, NoDataFilesError
 
 __all__ = [
@@ -57,32 +57,7 @@ def encode_record(data: bytes) -> bytes:
     return length + _CRC.pack(masked_crc32c(length)) + data + _CRC.pack(masked_crc32c(data))
 
 
-class _BufferPool:
-    """Free read buffers by size class (64 KiB steps), at most 64 MiB of them."""
-
-    STEP = 1 << 16
-    LIMIT = 64 << 20
-
-    def __init__(self) -> None:
-        self.free: dict[int, list[bytearray]] = {}
-        self.free_bytes = 0
-
-    def get(self, size: int) -> bytearray:
-        step = -(-max(size, 1) // self.STEP)
-        bucket = self.free.get(step)
-        if bucket:
-            buffer = bucket.pop()
-            self.free_bytes -= len(buffer)
-            return buffer
-        return bytearray(step * self.STEP)
-
-    def put(self, buffer: bytearray) -> None:
-        if self.free_bytes + len(buffer) <= self.LIMIT:
-            self.free.setdefault(len(buffer) // self.STEP, []).append(buffer)
-            self.free_bytes += len(buffer)
-
-
-_POOL = _BufferPool()
+_POOL = BufferPool(step=1 << 16, limit=64 << 20)  # read buffers
 
 
 def _ends_file(reason: str, *, path: str, index: int, offset: int) -> CorruptRecordError:
@@ -193,11 +168,9 @@ def iter_records(
                 owner = None
                 data: bytes | memoryview
                 if recycle:
-                    buffer = _POOL.get(length)
-                    data = memoryview(buffer)[:length]
+                    owner = _POOL.array(length)
+                    data = owner.data  # a memoryview of the recycled buffer
                     got = f.readinto(data)
-                    owner = np.frombuffer(buffer, np.uint8, length)
-                    weakref.finalize(owner, _POOL.put, buffer)
                 else:
                     data = read(length)
                     got = len(data)

@@ -195,13 +195,13 @@ class VideoCollator:
         labels = arrays["labels"]
         labels[:] = 0
         for i, video in enumerate(videos):
-            if video.labels.size:
-                if video.labels.min() < 0 or video.labels.max() >= self.num_classes:
+            classes = video.labels.tolist()  # plain ints: faster than numpy for a few labels
+            if classes:
+                if min(classes) < 0 or max(classes) >= self.num_classes:
                     raise SchemaError(
-                        f"video {video.id!r} has labels {video.labels.tolist()} outside "
-                        f"[0, {self.num_classes})"
+                        f"video {video.id!r} has labels {classes} outside [0, {self.num_classes})"
                     )
-                labels[i, video.labels] = 1.0
+                labels[i, classes] = 1.0
         if frame_level:
             frames = arrays["frames"]
             for i, (video, length) in enumerate(zip(videos, lengths, strict=True)):

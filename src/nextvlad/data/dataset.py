@@ -195,7 +195,7 @@ class VideoDataset(IterableDataset[Video]):
         once, keep their buffers warm across epochs and still follow ``set_epoch``.
         """
         if num_workers > 0:
-            kwargs.setdefault("prefetch_factor", 4)
+            kwargs.setdefault("prefetch_factor", 2)
             kwargs.setdefault("persistent_workers", True)
         return DataLoader(
             self,  # type: ignore[arg-type]

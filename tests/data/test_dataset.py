@@ -297,3 +297,17 @@ def test_recycled_batch_memory_never_changes_a_live_batch(frame_files: list[str]
             )
             assert int(batch.frames[i, n:].sum()) == 0
             assert batch.labels[i].nonzero().flatten().tolist() == video.labels.tolist()
+
+
+def test_workers_without_memfd_fall_back(
+    monkeypatch: pytest.MonkeyPatch, frame_files: list[str]
+) -> None:
+    import os
+
+    def refuse(*args: object) -> int:
+        raise OSError("memfd_create not permitted")
+
+    monkeypatch.setattr(os, "memfd_create", refuse)
+    dataset = VideoDataset(frame_files[:2], num_classes=25)
+    ids = [vid for batch in dataset.loader(8, num_workers=2) for vid in batch.ids]
+    assert sorted(ids) == sorted(v.id for v in dataset)

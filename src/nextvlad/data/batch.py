@@ -126,10 +126,11 @@ def _allocate(
         total += _shm.align(int(np.prod(shape)) * dtype.itemsize)
     segment = None
     if _shm.AVAILABLE and torch.utils.data.get_worker_info() is not None:
-        segment = _shm.pool().take(total)
-        block = segment.data
-    else:
-        block = _BATCH_POOL.array(total)
+        try:
+            segment = _shm.pool().take(total)
+        except OSError:  # no memfd here (sandbox, old kernel): PyTorch's own sharing instead
+            _shm.AVAILABLE = False
+    block = segment.data if segment is not None else _BATCH_POOL.array(total)
     arrays = {}
     for (name, dtype, shape), offset in zip(specs, offsets, strict=True):
         nbytes = int(np.prod(shape)) * dtype.itemsize

@@ -16,6 +16,8 @@ from nextvlad.errors import NextVLADError, UsageError
 
 # Subcommand modules, in the order their commands appear in `nextvlad --help`.
 _COMMAND_MODULES = (
+    "nextvlad.cli.demo",
+    "nextvlad.cli.train",
     "nextvlad.cli.models",
     "nextvlad.cli.data",
 )

@@ -191,6 +191,14 @@ register_model(
     description="Mean of the real frames (rgb, audio), FC 2048 + BN, SE gating, logistic",
 )(meanpool_config)
 register_model(
+    "nextvlad-8g-16k-256h",
+    description="small NeXtVLAD for CPU demos and tests: G 8, K 16, H 256, λ 1, r 8, dropout 0.5",
+)(partial(nextvlad_config, groups=8, num_clusters=16, hidden_size=256, expansion=1))
+register_model(
+    "meanpool-256h",
+    description="mean-pool baseline with the small NeXtVLAD's head (H 256), for demos and tests",
+)(partial(meanpool_config, hidden_size=256))
+register_model(
     "video-logistic",
     description="Logistic regression on L2-normalised mean_rgb ++ mean_audio (starter code)",
 )(partial(video_config, classifier="logistic"))

@@ -7,11 +7,16 @@ The original code normalises with epsilon 1e-3 and keeps moving statistics with 
 
 A ``mask`` restricts the training statistics to the rows that are real (not padded frames),
 which is this project's clean default for the soft-assignment batch norm of the VLAD layers.
+
+With ``sync = True`` and an initialised process group, the training statistics are taken over
+the rows of every process (a masked SyncBatchNorm; gradients flow through the all-reduce).
+By default each process keeps its own statistics, as the paper's two GPU towers did.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -39,6 +44,7 @@ class BatchNorm(nn.BatchNorm1d):
         super().__init__(num_features, eps=eps, momentum=momentum)
         self.update_rate: float = momentum  # = 1 - decay; torch types self.momentum Optional
         self.unbiased_update = unbiased_update
+        self.sync = False  # statistics over all processes of the default group (DDP)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x: (R, C); mask: (R,) 1 for rows that count in the training statistics."""
@@ -46,6 +52,8 @@ class BatchNorm(nn.BatchNorm1d):
             return F.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
             )
+        if self.sync and dist.is_available() and dist.is_initialized():
+            return self._synced(x, mask)
         if mask is None:
             if self.unbiased_update:  # PyTorch's own update is the unbiased one
                 return F.batch_norm(
@@ -70,6 +78,21 @@ class BatchNorm(nn.BatchNorm1d):
         centred = x - mean
         var = (centred.square() * m).sum(0) / count  # biased, (C,)
         out = centred * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        with torch.no_grad():
+            self._update(mean.detach(), var.detach(), int(count.item()))
+        return out
+
+    def _synced(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        from torch.distributed.nn.functional import all_reduce
+
+        m = torch.ones_like(x[:, :1]) if mask is None else mask.to(x.dtype).unsqueeze(1)  # (R, 1)
+        local = torch.cat([m.sum(0), (x * m).sum(0), (x.square() * m).sum(0)])  # (1 + 2C,)
+        total = all_reduce(local)  # sum over processes, differentiable
+        c = self.num_features
+        count = total[0].clamp_min(1.0)
+        mean = total[1 : 1 + c] / count  # (C,)
+        var = (total[1 + c :] / count - mean.square()).clamp_min(0.0)  # biased, (C,)
+        out = (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
         with torch.no_grad():
             self._update(mean.detach(), var.detach(), int(count.item()))
         return out

@@ -1,0 +1,153 @@
+"""Evaluation with the official YouTube-8M metrics, and Kaggle-format predictions."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TextIO
+
+import torch
+from torch import Tensor, nn
+
+from nextvlad.data import Batch
+from nextvlad.errors import ConfigError, UsageError
+from nextvlad.losses import cross_entropy
+from nextvlad.metrics import YT8MMetrics
+from nextvlad.models import InputTransform, ModelOutput
+
+
+def model_inputs(
+    batch: Batch, transform: InputTransform, device: torch.device
+) -> tuple[Tensor, Tensor | None]:
+    """(features, num_frames) on ``device``: uint8 frames go through the input transform."""
+    if batch.frames is not None:
+        assert batch.num_frames is not None
+        num_frames = batch.num_frames.to(device, non_blocking=True)
+        frames = batch.frames.to(device, non_blocking=True)
+        return transform(frames, num_frames), num_frames
+    assert batch.features is not None
+    return batch.features.to(device, non_blocking=True), None
+
+
+def select_logits(out: ModelOutput, branch: int | None) -> Tensor:
+    """The mixture's logits, or those of one branch (``--branch M``)."""
+    if branch is None:
+        return out.logits
+    if out.branch_logits is None:
+        raise UsageError("--branch applies to mixture models only")
+    if not 0 <= branch < out.branch_logits.shape[1]:
+        raise UsageError(
+            f"--branch {branch}: the mixture has branches 0..{out.branch_logits.shape[1] - 1}"
+        )
+    return out.branch_logits[:, branch]
+
+
+def iter_predictions(
+    model: nn.Module,
+    transform: InputTransform,
+    batches: Iterable[Batch],
+    device: torch.device,
+    *,
+    branch: int | None = None,
+    max_batches: int | None = None,
+    precision: str = "fp32",
+) -> Iterator[tuple[Batch, Tensor]]:
+    """(batch, logits (B, C) float32 on the CPU) for each batch, the model in eval mode."""
+    was_training = model.training
+    model.eval()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    try:
+        with torch.no_grad():
+            for i, batch in enumerate(batches):
+                if max_batches is not None and i >= max_batches:
+                    break
+                features, num_frames = model_inputs(batch, transform, device)
+                with autocast:
+                    out = model(features, num_frames)
+                yield batch, select_logits(out, branch).float().cpu()
+    finally:
+        model.train(was_training)
+
+
+def evaluate(
+    model: nn.Module,
+    transform: InputTransform,
+    batches: Iterable[Batch],
+    device: torch.device,
+    num_classes: int,
+    *,
+    branch: int | None = None,
+    max_batches: int | None = None,
+    precision: str = "fp32",
+    top_k: int = 20,
+) -> tuple[YT8MMetrics, float, int]:
+    """(metrics over the batches, summed loss, number of videos). The loss is the
+    reference's cross-entropy; divide by the number of videos for the mean."""
+    metrics = YT8MMetrics(num_classes, top_k=top_k)
+    loss_sum = 0.0
+    for batch, logits in iter_predictions(
+        model,
+        transform,
+        batches,
+        device,
+        branch=branch,
+        max_batches=max_batches,
+        precision=precision,
+    ):
+        labels = batch.labels
+        if labels.shape[1] != num_classes:
+            raise ConfigError(f"labels have {labels.shape[1]} classes, the model {num_classes}")
+        loss_sum += float(cross_entropy(logits, labels)) * len(batch)
+        metrics.update(torch.sigmoid(logits), labels)
+    return metrics, loss_sum, metrics.num_videos
+
+
+def read_vocabulary(path: str | Path) -> dict[int, str]:
+    """YouTube-8M's vocabulary.csv (``Index,TrainVideoCount,KnowledgeGraphId,Name,...``)."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise UsageError(f"--vocabulary {path}: {err}") from None
+    if not rows or "Index" not in rows[0] or "Name" not in rows[0]:
+        raise UsageError(f"--vocabulary {path}: expected a CSV with Index and Name columns")
+    names: dict[int, str] = {}
+    for line, row in enumerate(rows, start=2):
+        try:
+            names[int(row["Index"])] = row["Name"] or ""
+        except (TypeError, ValueError):
+            raise UsageError(f"--vocabulary {path}, line {line}: Index is not an integer") from None
+    return names
+
+
+def write_predictions(
+    out: TextIO,
+    batches: Iterable[tuple[Batch, Tensor]],
+    *,
+    top_k: int = 20,
+    names: dict[int, str] | None = None,
+    named_out: TextIO | None = None,
+) -> int:
+    """Kaggle 2018 format: ``VideoId,LabelConfidencePairs`` with the top ``top_k``
+    ``label score`` pairs by descending score, from (batch, logits) pairs. Returns the number
+    of videos written."""
+    out.write("VideoId,LabelConfidencePairs\n")
+    if named_out is not None:
+        named_out.write("VideoId,Label,Name,Score\n")
+    count = 0
+    for batch, logits in batches:
+        k = min(top_k, logits.shape[1])
+        scores, classes = torch.topk(torch.sigmoid(logits), k, dim=1)
+        for video_id, row_scores, row_classes in zip(
+            batch.ids, scores.tolist(), classes.tolist(), strict=True
+        ):
+            pairs = " ".join(f"{c} {s:.6f}" for c, s in zip(row_classes, row_scores, strict=True))
+            out.write(f"{video_id},{pairs}\n")
+            if named_out is not None and names is not None:
+                writer = csv.writer(named_out, lineterminator="\n")
+                for c, s in zip(row_classes, row_scores, strict=True):
+                    writer.writerow([video_id, c, names.get(c, ""), f"{s:.6f}"])
+            count += 1
+    return count

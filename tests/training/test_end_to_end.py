@@ -1,0 +1,203 @@
+"""In-process end to end: train a few steps on generated data, evaluate, predict, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nextvlad.cli import main
+from nextvlad.data import write_synthetic
+from nextvlad.training.events import read_scalars
+
+TINY = [
+    "--set",
+    "num_clusters=4",
+    "--set",
+    "hidden_size=16",
+    "--set",
+    "num_classes=25",
+    "--set",
+    "expansion=1",
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    write_synthetic(root / "train", videos=48, shards=2, num_classes=25, seed=1)
+    write_synthetic(root / "eval", videos=16, shards=1, num_classes=25, seed=2)
+    write_synthetic(root / "vtrain", videos=64, shards=2, num_classes=25, seed=1, frame_level=False)
+    return root
+
+
+def _train(data: Path, out: Path, *extra: str, preset: str = "nextvlad-8g-128k-2048h") -> int:
+    return main(
+        [
+            "train",
+            "--preset",
+            preset,
+            "--train-data",
+            str(data / "train" / "*.tfrecord"),
+            "--eval-data",
+            str(data / "eval" / "*.tfrecord"),
+            "--out",
+            str(out),
+            "--batch-size",
+            "8",
+            "--num-workers",
+            "0",
+            "--no-progress",
+            "--checkpoint-every",
+            "2",
+            *extra,
+        ]
+    )
+
+
+def test_train_eval_predict_resume(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert _train(data, run, "--max-steps", "3", "--eval-every", "0", *TINY) == 0
+    options = json.loads((run / "run.json").read_text())
+    assert options["learning_rate"] == 2e-4 and options["batch_size"] == 8
+    assert (run / "checkpoints" / "latest").read_text() == "step-00000003"
+    tags = {tag for tag, _, _ in read_scalars(next((run / "tensorboard").iterdir()))}
+    assert {"eval/gap", "eval/loss"} <= tags
+    capsys.readouterr()
+
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(run),
+                "--data",
+                str(data / "eval" / "*.tfrecord"),
+                "--json",
+                "--num-workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert result["num_videos"] == 16
+    assert 0.0 <= result["gap"] <= 1.0 and result["loss"] > 0
+
+    csv = tmp_path / "submission.csv"
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(run),
+                "--data",
+                str(data / "eval" / "*.tfrecord"),
+                "--out",
+                str(csv),
+                "--num-workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    lines = csv.read_text().splitlines()
+    assert lines[0] == "VideoId,LabelConfidencePairs" and len(lines) == 17
+    pairs = lines[1].split(",")[1].split()
+    scores = [float(s) for s in pairs[1::2]]
+    assert len(pairs) == 40 and scores == sorted(scores, reverse=True)
+
+    # Without --resume an existing run is refused; with it training continues.
+    assert _train(data, run, "--max-steps", "5", *TINY) == 1
+    assert _train(data, run, "--max-steps", "5", "--resume", *TINY) == 0
+    assert (run / "checkpoints" / "latest").read_text() == "step-00000005"
+
+
+def test_mixture_trains_and_one_branch_predicts(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "mix"
+    assert (
+        _train(
+            data,
+            run,
+            "--max-steps",
+            "2",
+            "--eval-every",
+            "0",
+            *TINY,
+            preset="mix3-nextvlad-8g-112k-2048h",
+        )
+        == 0
+    )
+    csv = tmp_path / "branch.csv"
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(run),
+                "--data",
+                str(data / "eval" / "*.tfrecord"),
+                "--out",
+                str(csv),
+                "--branch",
+                "1",
+                "--num-workers",
+                "0",
+                "--top-k",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert len(csv.read_text().splitlines()[1].split(",")[1].split()) == 6
+
+
+def test_level_mismatch_is_a_clear_error(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "train",
+            "--preset",
+            "video-logistic",
+            "--train-data",
+            str(data / "train" / "*.tfrecord"),
+            "--out",
+            str(tmp_path / "r"),
+            "--max-steps",
+            "1",
+        ]
+    )
+    assert code == 1
+    assert "frame-level data but the model takes video-level input" in capsys.readouterr().err
+
+
+def test_video_level_training(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "video"
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "video-moe",
+                "--set",
+                "num_classes=25",
+                "--train-data",
+                str(data / "vtrain" / "*.tfrecord"),
+                "--out",
+                str(run),
+                "--epochs",
+                "2",
+                "--batch-size",
+                "16",
+                "--num-workers",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (run / "checkpoints" / "latest").read_text() == "step-00000008"

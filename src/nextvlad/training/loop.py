@@ -269,7 +269,6 @@ def _train(options: TrainOptions, ctx: Context) -> dict[str, Any]:
         options.batch_size,
         num_workers=options.num_workers,
         pin_memory=ctx.device.type == "cuda",
-        persistent_workers=False,
     )
     events = EventWriter(run / "tensorboard") if ctx.is_main else None
     progress = Progress(options.max_steps, enabled=options.progress and ctx.is_main)

@@ -201,3 +201,80 @@ def test_video_level_training(data: Path, tmp_path: Path) -> None:
         == 0
     )
     assert (run / "checkpoints" / "latest").read_text() == "step-00000008"
+
+
+def test_bf16_autocast_trains(data: Path, tmp_path: Path) -> None:
+    assert (
+        _train(
+            data,
+            tmp_path / "bf16",
+            "--max-steps",
+            "1",
+            "--eval-every",
+            "0",
+            "--precision",
+            "bf16",
+            *TINY,
+        )
+        == 0
+    )
+
+
+@pytest.mark.slow
+def test_compiled_model_trains(data: Path, tmp_path: Path) -> None:
+    assert (
+        _train(
+            data, tmp_path / "compiled", "--max-steps", "2", "--eval-every", "0", "--compile", *TINY
+        )
+        == 0
+    )
+
+
+def test_predict_with_vocabulary(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert _train(data, run, "--max-steps", "1", "--eval-every", "0", *TINY) == 0
+    vocabulary = tmp_path / "vocabulary.csv"
+    rows = "\n".join(f"{i},{100 - i},/m/{i},Class {i},x" for i in range(25))
+    vocabulary.write_text("Index,TrainVideoCount,KnowledgeGraphId,Name,Extra\n" + rows + "\n")
+    out = tmp_path / "sub.csv"
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(run),
+                "--data",
+                str(data / "eval" / "*.tfrecord"),
+                "--out",
+                str(out),
+                "--top-k",
+                "2",
+                "--vocabulary",
+                str(vocabulary),
+                "--num-workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    named = (tmp_path / "sub.names.csv").read_text().splitlines()
+    assert named[0] == "VideoId,Label,Name,Score" and len(named) == 1 + 16 * 2
+    video, label, name, _ = named[1].split(",")
+    assert name == f"Class {label}" and video.startswith("syn")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(run),
+                "--data",
+                str(data / "eval" / "*.tfrecord"),
+                "--out",
+                str(out),
+                "--vocabulary",
+                str(bad),
+            ]
+        )
+    assert exit_info.value.code == 2

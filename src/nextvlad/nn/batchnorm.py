@@ -79,7 +79,7 @@ class BatchNorm(nn.BatchNorm1d):
         var = (centred.square() * m).sum(0) / count  # biased, (C,)
         out = centred * torch.rsqrt(var + self.eps) * self.weight + self.bias
         with torch.no_grad():
-            self._update(mean.detach(), var.detach(), int(count.item()))
+            self._update(mean.detach(), var.detach(), count.detach())
         return out
 
     def _synced(self, x: Tensor, mask: Tensor | None) -> Tensor:
@@ -94,12 +94,15 @@ class BatchNorm(nn.BatchNorm1d):
         var = (total[1 + c :] / count - mean.square()).clamp_min(0.0)  # biased, (C,)
         out = (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
         with torch.no_grad():
-            self._update(mean.detach(), var.detach(), int(count.item()))
+            self._update(mean.detach(), var.detach(), count.detach())
         return out
 
-    def _update(self, mean: Tensor, biased_var: Tensor, n: int) -> None:
+    def _update(self, mean: Tensor, biased_var: Tensor, n: Tensor | int) -> None:
         assert self.running_mean is not None and self.running_var is not None
-        var = biased_var * (n / (n - 1)) if self.unbiased_update and n > 1 else biased_var
+        var = biased_var
+        if self.unbiased_update:  # n / (n - 1), as a tensor so that torch.compile keeps one graph
+            count = torch.as_tensor(n, dtype=biased_var.dtype, device=biased_var.device)
+            var = biased_var * (count / (count - 1).clamp_min(1.0))
         self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.update_rate)
         self.running_var.lerp_(var.to(self.running_var.dtype), self.update_rate)
         if self.num_batches_tracked is not None:

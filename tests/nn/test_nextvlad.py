@@ -117,3 +117,23 @@ def test_matches_the_papers_equations_written_naively() -> None:
         expected = (y.reshape(-1) - v.running_mean) / torch.sqrt(v.running_var + v.eps)
         expected = expected * v.weight + v.bias
         torch.testing.assert_close(out[b], expected)
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("reference_compat", [False, True])
+def test_folded_forward_is_the_same_function(training: bool, reference_compat: bool) -> None:
+    torch.manual_seed(3)
+    layer = NeXtVLAD(24, 5, 4, 2, reference_compat=reference_compat).double().train(training)
+    x = torch.randn(3, 7, 24, dtype=torch.float64, requires_grad=True)
+    mask = frame_mask(torch.tensor([7, 3, 0]), 7, torch.float64)
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    outputs, grads = [], []
+    for folded in (False, True):
+        layer.load_state_dict(state)
+        layer.folded = folded
+        out = layer(x, mask)
+        outputs.append(out)
+        grads.append(torch.autograd.grad(out.square().sum(), [x, *layer.parameters()]))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-10, atol=1e-12)
+    for a, b in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)

@@ -101,6 +101,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument(
+        "--folded",
+        action="store_true",
+        help="NeXtVLAD with the expansion FC folded into the layers after it: the same "
+        "function with fewer operations per frame (see docs/performance.md)",
+    )
+    p.add_argument(
         "--sync-batchnorm", action="store_true", help="with DDP: global batch statistics"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -169,6 +175,7 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         compile=args.compile,
+        folded=args.folded,
         sync_batchnorm=args.sync_batchnorm,
         progress=not args.no_progress,
     )

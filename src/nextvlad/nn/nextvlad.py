@@ -36,6 +36,8 @@ class NeXtVLAD(nn.Module):
         reference_compat: compute the soft-assignment batch-norm statistics over every row,
             padded frames included, as the original TensorFlow code does. The default counts
             only real frames, so that padding changes nothing.
+        folded: compute the same function with the expansion FC folded into the layers after
+            it (see ``forward_folded``): fewer operations per frame, same parameters.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class NeXtVLAD(nn.Module):
         expansion: int = 2,
         *,
         reference_compat: bool = False,
+        folded: bool = False,
     ) -> None:
         super().__init__()
         check_positive("NeXtVLAD", dim=dim, num_clusters=num_clusters, groups=groups)
@@ -61,6 +64,7 @@ class NeXtVLAD(nn.Module):
         self.group_dim = expansion * dim // groups  # λN/G
         self.output_dim = self.group_dim * num_clusters
         self.reference_compat = reference_compat
+        self.folded = folded
 
         wide = expansion * dim
         self.expand = nn.Linear(dim, wide)  # x -> ẋ
@@ -81,17 +85,14 @@ class NeXtVLAD(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x: (B, M, N) frame features; mask: (B, M) 1 for real frames -> (B, λN/G * K)."""
+        if self.folded:
+            return self.forward_folded(x, mask)
         b, m, _ = x.shape
         g, k, f = self.groups, self.num_clusters, self.group_dim
         x_dot = self.expand(x)  # (B, M, λN)
         attention = torch.sigmoid(self.group_attention(x_dot))  # (B, M, G), Eq. (7)
-        if mask is not None:
-            attention = attention * mask.unsqueeze(-1).to(attention.dtype)  # Eq. (18)
-        logits = self.assignment(x_dot).reshape(b * m, g * k)  # (B*M, G*K)
-        bn_mask = None if mask is None or self.reference_compat else mask.reshape(b * m)
-        logits = self.assignment_bn(logits, bn_mask)
-        assign = F.softmax(logits.reshape(b, m * g, k), dim=-1)  # (B, M*G, K), Eq. (6)
-        assign = assign * attention.reshape(b, m * g, 1)  # α_g α_gk, (B, M*G, K)
+        assign = self._assign(self.assignment(x_dot), attention, mask)  # (B, M, G, K)
+        assign = assign.reshape(b, m * g, k)  # (B, M*G, K)
         a_sum = assign.sum(dim=1, keepdim=True)  # (B, 1, K)
         x_tilde = x_dot.reshape(b, m * g, f)  # (B, M*G, λN/G)
         vlad = torch.bmm(x_tilde.transpose(1, 2), assign)  # Eq. (5), (8): (B, λN/G, K)
@@ -100,8 +101,49 @@ class NeXtVLAD(nn.Module):
         vlad = vlad.reshape(b, f * k)  # (B, λN/G*K), index f*K + k
         return self.vlad_bn(vlad)
 
+    def _assign(self, logits: Tensor, attention: Tensor, mask: Tensor | None) -> Tensor:
+        """Batch norm, softmax over clusters, times the group attention -> (B, M, G, K)."""
+        b, m, g = attention.shape
+        k = self.num_clusters
+        if mask is not None:
+            attention = attention * mask.unsqueeze(-1).to(attention.dtype)  # Eq. (18)
+        bn_mask = None if mask is None or self.reference_compat else mask.reshape(b * m)
+        logits = self.assignment_bn(logits.reshape(b * m, g * k), bn_mask)
+        assign = F.softmax(logits.reshape(b, m, g, k), dim=-1)  # Eq. (6)
+        return assign * attention.unsqueeze(-1)  # α_g α_gk
+
+    def forward_folded(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The same function as ``forward``, with the expansion FC ẋ = W x + b folded away.
+
+        The assignment logits and attention are linear in ẋ, so they are computed from x with
+        the products of the weights; and since Σ_i a_igk ẋ_i^g = W_g (Σ_i a_igk x_i) + b_g
+        Σ_i a_igk, the residual sums run on the raw N-dimensional frames and the group blocks
+        W_g of the expansion are applied once per video instead of once per frame. Per frame
+        this costs N·G·K (assignment) + N·G·K (sums) multiply-adds instead of λN·N + λN·G·K
+        + λN·K; per video it adds λN·N·K.
+        """
+        b, m, n = x.shape
+        g, k, f = self.groups, self.num_clusters, self.group_dim
+        w, bias = self.expand.weight, self.expand.bias  # (λN, N), (λN,)
+        w_att = self.group_attention.weight @ w  # (G, N)
+        b_att = self.group_attention.weight @ bias + self.group_attention.bias  # (G,)
+        w_cls = self.assignment.weight @ w  # (G*K, N)
+        b_cls = self.assignment.weight @ bias  # (G*K,)
+        attention = torch.sigmoid(F.linear(x, w_att, b_att))  # (B, M, G), Eq. (7)
+        assign = self._assign(F.linear(x, w_cls, b_cls), attention, mask)  # (B, M, G, K)
+        a_gk = assign.sum(dim=1)  # (B, G, K)
+        sums = torch.bmm(x.transpose(1, 2), assign.reshape(b, m, g * k))  # (B, N, G*K)
+        sums = sums.reshape(b, n * g, k)  # (B, N*G, K), row n*G + g
+        w_blocks = w.reshape(g, f, n).permute(1, 2, 0).reshape(f, n * g)  # (λN/G, N*G)
+        vlad = torch.matmul(w_blocks, sums)  # Σ_g W_g Σ_i a_igk x_i: (B, λN/G, K)
+        vlad = vlad + torch.matmul(bias.reshape(g, f).t(), a_gk)  # + Σ_g b_g a_gk
+        vlad = vlad - a_gk.sum(dim=1, keepdim=True) * self.anchors  # Eq. (8): (B, λN/G, K)
+        vlad = F.normalize(vlad, p=2.0, dim=1, eps=L2_NORM_EPS)  # intra-normalisation
+        return self.vlad_bn(vlad.reshape(b, f * k))  # (B, λN/G*K)
+
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, num_clusters={self.num_clusters}, groups={self.groups}, "
-            f"expansion={self.expansion}, reference_compat={self.reference_compat}"
+            f"expansion={self.expansion}, reference_compat={self.reference_compat}, "
+            f"folded={self.folded}"
         )

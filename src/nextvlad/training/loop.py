@@ -33,7 +33,7 @@ from nextvlad.models import (
     get_config,
     load_eigenvalues,
 )
-from nextvlad.nn import BatchNorm
+from nextvlad.nn import BatchNorm, NeXtVLAD
 from nextvlad.training.distributed import (
     Context,
     all_ranks_have,
@@ -224,6 +224,10 @@ def _train(options: TrainOptions, ctx: Context) -> dict[str, Any]:
     train_set, eval_set, schema = _datasets(options, config)
     transform = _transform(options, config, schema, ctx).to(ctx.device)
     model = build_model(config).to(ctx.device)
+    if options.folded:
+        for module in model.modules():
+            if isinstance(module, NeXtVLAD):
+                module.folded = True
     regularized = model.regularized_parameters()  # type: ignore[operator]
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=options.learning_rate, eps=options.adam_epsilon)

@@ -53,6 +53,7 @@ class TrainOptions:
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
     precision: str = "fp32"  # "fp32" or "bf16" (autocast)
     compile: bool = False  # torch.compile the model
+    folded: bool = False  # NeXtVLAD with the expansion FC folded away (same function, faster)
     sync_batchnorm: bool = False  # with DDP: batch statistics over all processes
     deterministic: bool = False  # torch.use_deterministic_algorithms
     progress: bool = True  # progress bar on stderr (rank 0)

@@ -220,6 +220,13 @@ def test_bf16_autocast_trains(data: Path, tmp_path: Path) -> None:
     )
 
 
+def test_folded_path_with_length_buckets_trains(data: Path, tmp_path: Path) -> None:
+    extra = ["--max-steps", "2", "--eval-every", "0", "--folded", "--bucket-by-length"]
+    assert _train(data, tmp_path / "folded", *extra, *TINY) == 0
+    options = json.loads((tmp_path / "folded" / "run.json").read_text())
+    assert options["folded"] and options["bucket_by_length"]
+
+
 @pytest.mark.slow
 def test_compiled_model_trains(data: Path, tmp_path: Path) -> None:
     assert (

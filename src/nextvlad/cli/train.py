@@ -96,6 +96,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--num-workers", type=int, default=2, help="data loader processes (2)")
     p.add_argument("--skip-corrupt", action="store_true", help="skip and count corrupt records")
+    p.add_argument(
+        "--bucket-by-length",
+        action="store_true",
+        help="batch videos of similar length together (less time on padded frames)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of weights and data order")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast")
@@ -171,6 +176,7 @@ def _train(args: argparse.Namespace) -> int:
         resume=args.resume,
         num_workers=args.num_workers,
         skip_corrupt=args.skip_corrupt,
+        bucket_by_length=args.bucket_by_length,
         seed=args.seed,
         device=args.device,
         precision=args.precision,

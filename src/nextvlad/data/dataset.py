@@ -68,6 +68,10 @@ class VideoDataset(IterableDataset[Video]):
         skip_corrupt: skip (log and count) corrupt or off-schema records instead of raising.
         verify_crc: check each record's data CRC.
         rank, world_size: override the distributed rank and world size.
+        bucket_size: group videos of similar length: windows of ``bucket_size * 16`` videos are
+            sorted by length and cut into runs of ``bucket_size``, emitted in random order.
+            With the loader's batch size equal to ``bucket_size`` each batch holds videos of
+            similar length, so little time is spent on padded frames.
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class VideoDataset(IterableDataset[Video]):
         verify_crc: bool = True,
         rank: int | None = None,
         world_size: int | None = None,
+        bucket_size: int | None = None,
     ) -> None:
         super().__init__()
         if num_classes <= 0:
@@ -95,6 +100,8 @@ class VideoDataset(IterableDataset[Video]):
             raise ConfigError(f"sample_frames must be positive, got {sample_frames}")
         if shuffle_buffer <= 0:
             raise ConfigError(f"shuffle_buffer must be positive, got {shuffle_buffer}")
+        if bucket_size is not None and bucket_size <= 0:
+            raise ConfigError(f"bucket_size must be positive, got {bucket_size}")
         if sample_frames is not None and not schema.frame_level:
             raise ConfigError("sample_frames needs frame-level data")
         self.files = resolve_files(files)
@@ -109,6 +116,7 @@ class VideoDataset(IterableDataset[Video]):
         self.verify_crc = verify_crc
         self.rank = rank
         self.world_size = world_size
+        self.bucket_size = bucket_size
         # The epoch lives in shared memory so that persistent DataLoader workers see set_epoch.
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         # Counts of this process's iterations (DataLoader workers keep their own copies: use
@@ -160,6 +168,10 @@ class VideoDataset(IterableDataset[Video]):
                 videos,
                 self.shuffle_buffer,
                 np.random.default_rng([self.seed, epoch, shard, 0]),
+            )
+        if self.bucket_size is not None and self.schema.frame_level:
+            videos = _bucketed(
+                videos, self.bucket_size, np.random.default_rng([self.seed, epoch, shard, 2])
             )
         return videos
 
@@ -230,3 +242,25 @@ def _shuffled(videos: Iterator[Video], size: int, rng: np.random.Generator) -> I
         if pending:
             out, pending = replace(out, skipped=pending), 0
         yield out
+
+
+def _bucketed(
+    videos: Iterator[Video], size: int, rng: np.random.Generator, window_batches: int = 16
+) -> Iterator[Video]:
+    """Runs of ``size`` videos of similar length: each window of ``size * window_batches``
+    videos is sorted by length, cut into runs, and the runs are emitted in random order."""
+    window: list[Video] = []
+
+    def flush() -> Iterator[Video]:
+        window.sort(key=lambda v: v.num_frames or 0)
+        runs = [window[i : i + size] for i in range(0, len(window), size)]
+        for r in rng.permutation(len(runs)):
+            yield from runs[int(r)]
+        window.clear()
+
+    for video in videos:
+        window.append(video)
+        if len(window) == size * window_batches:
+            yield from flush()
+    if window:
+        yield from flush()

@@ -134,6 +134,7 @@ def _datasets(
         shuffle_buffer=options.shuffle_buffer,
         seed=options.seed,
         sample_frames=sample,
+        bucket_size=options.batch_size if options.bucket_by_length else None,
         **common,
     )
     evaluation = None

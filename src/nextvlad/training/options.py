@@ -48,6 +48,7 @@ class TrainOptions:
     num_workers: int = 2
     shuffle_buffer: int = 256
     skip_corrupt: bool = False
+    bucket_by_length: bool = False  # batches of videos of similar length (less padding)
     # Execution
     seed: int = 0
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...

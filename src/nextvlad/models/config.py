@@ -127,6 +127,11 @@ class FrameModelConfig:
         """D: size of the concatenated frame features the model takes."""
         return sum(s.dim for s in self.streams)
 
+    @property
+    def stream_dims(self) -> tuple[int, ...]:
+        """Sizes of the input streams, in order (rgb, audio)."""
+        return tuple(s.dim for s in self.streams)
+
 
 @dataclass(frozen=True)
 class MixtureConfig:
@@ -149,6 +154,10 @@ class MixtureConfig:
     @property
     def feature_dim(self) -> int:
         return self.branch.feature_dim
+
+    @property
+    def stream_dims(self) -> tuple[int, ...]:
+        return self.branch.stream_dims
 
     @property
     def num_classes(self) -> int:
@@ -188,6 +197,10 @@ class VideoModelConfig:
     @property
     def feature_dim(self) -> int:
         return sum(self.feature_dims)
+
+    @property
+    def stream_dims(self) -> tuple[int, ...]:
+        return self.feature_dims
 
 
 ModelConfig = FrameModelConfig | MixtureConfig | VideoModelConfig

@@ -60,14 +60,6 @@ class TrainingError(NextVLADError):
     """Training cannot go on (a non-finite loss, an unusable run folder)."""
 
 
-def stream_dims(config: ModelConfig) -> tuple[int, ...]:
-    if isinstance(config, MixtureConfig):
-        config = config.branch
-    if isinstance(config, FrameModelConfig):
-        return tuple(s.dim for s in config.streams)
-    return tuple(config.feature_dims)
-
-
 def check_data_fits(config: ModelConfig, schema: Schema, what: str) -> None:
     """Frame- or video-level data as the preset expects, with the feature sizes it expects."""
     level = "frame" if schema.frame_level else "video"
@@ -78,10 +70,10 @@ def check_data_fits(config: ModelConfig, schema: Schema, what: str) -> None:
             f"(`nextvlad list-models`)"
         )
     dims = tuple(f.dim for f in schema.features)
-    if dims != stream_dims(config):
+    if dims != config.stream_dims:
         found = ", ".join(f"{f.name} {f.dim}" for f in schema.features)
         raise ConfigError(
-            f"{what} has features ({found}); the model expects sizes {stream_dims(config)}"
+            f"{what} has features ({found}); the model expects sizes {config.stream_dims}"
         )
 
 
@@ -151,7 +143,7 @@ def _datasets(
 def _transform(
     options: TrainOptions, config: ModelConfig, schema: Schema, ctx: Context
 ) -> InputTransform:
-    dims = stream_dims(config)
+    dims = config.stream_dims
     if not schema.frame_level:
         return InputTransform(dims, dequantize=False)
     eigenvalues = None

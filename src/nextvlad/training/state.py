@@ -186,12 +186,7 @@ def load_for_inference(path: str | Path) -> tuple[nn.Module, InputTransform, Mod
     model_dir = resolve_model_dir(path)
     config, _ = read_config(model_dir)
     model = load_model(model_dir)
-    dims = (
-        tuple(s.dim for s in config.branch.streams)
-        if hasattr(config, "branch")
-        else tuple(getattr(config, "feature_dims", None) or (s.dim for s in config.streams))  # type: ignore[union-attr]
-    )
-    return model, load_transform(model_dir, dims), config, model_dir
+    return model, load_transform(model_dir, config.stream_dims), config, model_dir
 
 
 def restore_training_state(

@@ -134,8 +134,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--checkpoint", required=True, help="run folder or checkpoint folder")
         p.add_argument("--data", required=True, nargs="+", metavar="GLOB", help="TFRecords")
         p.add_argument("--branch", type=int, help="mixtures: use branch M alone")
-        p.add_argument("--batch-size", type=_positive_int, default=256)
-        p.add_argument("--num-workers", type=int, default=2)
+        p.add_argument("--batch-size", type=_positive_int, default=256, help="videos a batch (256)")
+        p.add_argument("--num-workers", type=int, default=2, help="data loader processes (2)")
         p.add_argument("--skip-corrupt", action="store_true", help="skip and count corrupt records")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
         if name == "eval":

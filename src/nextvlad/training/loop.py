@@ -111,9 +111,8 @@ def _datasets(
     if schema is None:
         raise ConfigError(f"no record in {options.train_data} shows a known schema")
     check_data_fits(config, schema, "the training data")
-    sample = config.branch.sample_frames if isinstance(config, MixtureConfig) else None
-    if isinstance(config, FrameModelConfig):
-        sample = config.sample_frames
+    frame_config = config.branch if isinstance(config, MixtureConfig) else config
+    sample = frame_config.sample_frames if isinstance(frame_config, FrameModelConfig) else None
     common: dict[str, Any] = {
         "schema": schema,
         "num_classes": config.num_classes,
@@ -379,8 +378,6 @@ def _train(options: TrainOptions, ctx: Context) -> dict[str, Any]:
                 if options.max_steps is not None and trainer.step >= options.max_steps:
                     done = True
                     break
-            else:  # pragma: no cover - the loop always leaves by break
-                pass
             if not done:
                 trainer.epoch += 1
                 trainer.batches_in_epoch = 0

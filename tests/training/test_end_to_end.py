@@ -56,6 +56,23 @@ def _train(data: Path, out: Path, *extra: str, preset: str = "nextvlad-8g-128k-2
     )
 
 
+def _predict(data: Path, run: Path, out: Path, *extra: str) -> int:
+    return main(
+        [
+            "predict",
+            "--checkpoint",
+            str(run),
+            "--data",
+            str(data / "eval" / "*.tfrecord"),
+            "--out",
+            str(out),
+            "--num-workers",
+            "0",
+            *extra,
+        ]
+    )
+
+
 def test_train_eval_predict_resume(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -88,22 +105,7 @@ def test_train_eval_predict_resume(
     assert 0.0 <= result["gap"] <= 1.0 and result["loss"] > 0
 
     csv = tmp_path / "submission.csv"
-    assert (
-        main(
-            [
-                "predict",
-                "--checkpoint",
-                str(run),
-                "--data",
-                str(data / "eval" / "*.tfrecord"),
-                "--out",
-                str(csv),
-                "--num-workers",
-                "0",
-            ]
-        )
-        == 0
-    )
+    assert _predict(data, run, csv) == 0
     lines = csv.read_text().splitlines()
     assert lines[0] == "VideoId,LabelConfidencePairs" and len(lines) == 17
     pairs = lines[1].split(",")[1].split()
@@ -132,26 +134,7 @@ def test_mixture_trains_and_one_branch_predicts(data: Path, tmp_path: Path) -> N
         == 0
     )
     csv = tmp_path / "branch.csv"
-    assert (
-        main(
-            [
-                "predict",
-                "--checkpoint",
-                str(run),
-                "--data",
-                str(data / "eval" / "*.tfrecord"),
-                "--out",
-                str(csv),
-                "--branch",
-                "1",
-                "--num-workers",
-                "0",
-                "--top-k",
-                "3",
-            ]
-        )
-        == 0
-    )
+    assert _predict(data, run, csv, "--branch", "1", "--top-k", "3") == 0
     assert len(csv.read_text().splitlines()[1].split(",")[1].split()) == 6
 
 
@@ -244,26 +227,7 @@ def test_predict_with_vocabulary(data: Path, tmp_path: Path) -> None:
     rows = "\n".join(f"{i},{100 - i},/m/{i},Class {i},x" for i in range(25))
     vocabulary.write_text("Index,TrainVideoCount,KnowledgeGraphId,Name,Extra\n" + rows + "\n")
     out = tmp_path / "sub.csv"
-    assert (
-        main(
-            [
-                "predict",
-                "--checkpoint",
-                str(run),
-                "--data",
-                str(data / "eval" / "*.tfrecord"),
-                "--out",
-                str(out),
-                "--top-k",
-                "2",
-                "--vocabulary",
-                str(vocabulary),
-                "--num-workers",
-                "0",
-            ]
-        )
-        == 0
-    )
+    assert _predict(data, run, out, "--top-k", "2", "--vocabulary", str(vocabulary)) == 0
     named = (tmp_path / "sub.names.csv").read_text().splitlines()
     assert named[0] == "VideoId,Label,Name,Score" and len(named) == 1 + 16 * 2
     video, label, name, _ = named[1].split(",")
@@ -271,17 +235,5 @@ def test_predict_with_vocabulary(data: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(SystemExit) as exit_info:
-        main(
-            [
-                "predict",
-                "--checkpoint",
-                str(run),
-                "--data",
-                str(data / "eval" / "*.tfrecord"),
-                "--out",
-                str(out),
-                "--vocabulary",
-                str(bad),
-            ]
-        )
+        _predict(data, run, out, "--vocabulary", str(bad))
     assert exit_info.value.code == 2

@@ -121,19 +121,34 @@ def test_matches_the_papers_equations_written_naively() -> None:
 
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("reference_compat", [False, True])
-def test_folded_forward_is_the_same_function(training: bool, reference_compat: bool) -> None:
+def test_folded_and_padding_skipping_forwards_are_the_same_function(
+    training: bool, reference_compat: bool
+) -> None:
     torch.manual_seed(3)
     layer = NeXtVLAD(24, 5, 4, 2, reference_compat=reference_compat).double().train(training)
     x = torch.randn(3, 7, 24, dtype=torch.float64, requires_grad=True)
     mask = frame_mask(torch.tensor([7, 3, 0]), 7, torch.float64)
     state = {k: v.clone() for k, v in layer.state_dict().items()}
-    outputs, grads = [], []
-    for folded in (False, True):
+    outputs, grads, states = [], [], []
+    for folded, skip_padding in ((False, False), (False, True), (True, False), (True, True)):
         layer.load_state_dict(state)
-        layer.folded = folded
+        layer.folded, layer.skip_padding = folded, skip_padding
         out = layer(x, mask)
         outputs.append(out)
         grads.append(torch.autograd.grad(out.square().sum(), [x, *layer.parameters()]))
-    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-10, atol=1e-12)
-    for a, b in zip(grads[0], grads[1], strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+        states.append({k: v.clone() for k, v in layer.state_dict().items()})
+    for i in (1, 2, 3):
+        torch.testing.assert_close(outputs[0], outputs[i], rtol=1e-10, atol=1e-12)
+        for a, b in zip(grads[0], grads[i], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+        for name, value in states[0].items():  # batch-norm moving statistics
+            torch.testing.assert_close(value, states[i][name], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("skip_padding", [False, True])
+def test_skip_padding_runs_the_per_frame_layers_on_real_frames_only(skip_padding: bool) -> None:
+    layer = _layer(skip_padding=skip_padding)
+    rows_seen: list[int] = []
+    layer.expand.register_forward_hook(lambda _m, inputs, _o: rows_seen.append(inputs[0].shape[0]))
+    layer(torch.randn(3, 6, 12), frame_mask(torch.tensor([6, 4, 0]), 6))
+    assert rows_seen == [10 if skip_padding else 18]

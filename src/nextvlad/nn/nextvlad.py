@@ -38,6 +38,8 @@ class NeXtVLAD(nn.Module):
             only real frames, so that padding changes nothing.
         folded: compute the same function with the expansion FC folded into the layers after
             it (see ``forward_folded``): fewer operations per frame, same parameters.
+        skip_padding: run the per-frame layers on the real frames only (given a mask), not
+            on the padded ones: the same result, less work on batches of unequal videos.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class NeXtVLAD(nn.Module):
         *,
         reference_compat: bool = False,
         folded: bool = False,
+        skip_padding: bool = True,
     ) -> None:
         super().__init__()
         check_positive("NeXtVLAD", dim=dim, num_clusters=num_clusters, groups=groups)
@@ -65,6 +68,7 @@ class NeXtVLAD(nn.Module):
         self.output_dim = self.group_dim * num_clusters
         self.reference_compat = reference_compat
         self.folded = folded
+        self.skip_padding = skip_padding
 
         wide = expansion * dim
         self.expand = nn.Linear(dim, wide)  # x -> ẋ
@@ -85,32 +89,58 @@ class NeXtVLAD(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x: (B, M, N) frame features; mask: (B, M) 1 for real frames -> (B, λN/G * K)."""
-        if self.folded:
-            return self.forward_folded(x, mask)
         b, m, _ = x.shape
         g, k, f = self.groups, self.num_clusters, self.group_dim
-        x_dot = self.expand(x)  # (B, M, λN)
-        attention = torch.sigmoid(self.group_attention(x_dot))  # (B, M, G), Eq. (7)
-        assign = self._assign(self.assignment(x_dot), attention, mask)  # (B, M, G, K)
-        assign = assign.reshape(b, m * g, k)  # (B, M*G, K)
+        frames, rows, frame_mask = self._frames(x, mask)  # (R, N)
+        if self.folded:
+            return self._forward_folded(x, frames, rows, frame_mask)
+        x_dot = self.expand(frames)  # (R, λN)
+        attention = torch.sigmoid(self.group_attention(x_dot))  # (R, G), Eq. (7)
+        assign = self._assign(self.assignment(x_dot), attention, frame_mask)  # (R, G*K)
+        assign = _unpack(assign, rows, b * m).reshape(b, m * g, k)  # (B, M*G, K)
         a_sum = assign.sum(dim=1, keepdim=True)  # (B, 1, K)
-        x_tilde = x_dot.reshape(b, m * g, f)  # (B, M*G, λN/G)
+        x_tilde = _unpack(x_dot, rows, b * m).reshape(b, m * g, f)  # (B, M*G, λN/G)
         vlad = torch.bmm(x_tilde.transpose(1, 2), assign)  # Eq. (5), (8): (B, λN/G, K)
         vlad = vlad - a_sum * self.anchors  # (B, λN/G, K)
         vlad = F.normalize(vlad, p=2.0, dim=1, eps=L2_NORM_EPS)  # intra-normalisation
         vlad = vlad.reshape(b, f * k)  # (B, λN/G*K), index f*K + k
         return self.vlad_bn(vlad)
 
+    def _frames(
+        self, x: Tensor, mask: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The frames the per-frame layers run on: (R, N) rows, their indices among the B*M
+        frames (None: all of them) and the mask still to apply to them (None: all real).
+
+        With ``skip_padding`` (and not ``reference_compat``, whose batch-norm statistics count
+        padded frames) only the real frames are kept: R = their number, and the results are
+        exactly those of masking, since a padded frame's assignment is zero either way and the
+        masked batch norm counts real frames only.
+        """
+        b, m, n = x.shape
+        flat = x.reshape(b * m, n)  # (B*M, N)
+        if mask is None:
+            return flat, None, None
+        flat_mask = mask.reshape(b * m)  # (B*M,)
+        if self.reference_compat:
+            return flat, None, flat_mask
+        if not self.skip_padding:
+            return flat, None, None if bool(flat_mask.all()) else flat_mask
+        rows = flat_mask.nonzero().squeeze(1)  # (R,)
+        if rows.numel() == b * m:
+            return flat, None, None
+        return flat.index_select(0, rows), rows, None  # (R, N)
+
     def _assign(self, logits: Tensor, attention: Tensor, mask: Tensor | None) -> Tensor:
-        """Batch norm, softmax over clusters, times the group attention -> (B, M, G, K)."""
-        b, m, g = attention.shape
-        k = self.num_clusters
+        """logits: (R, G*K), attention: (R, G), mask: (R,) or None -> (R, G*K): batch norm,
+        softmax over clusters, times the group attention."""
+        g, k = self.groups, self.num_clusters
         if mask is not None:
             attention = attention * mask.unsqueeze(-1).to(attention.dtype)  # Eq. (18)
-        bn_mask = None if mask is None or self.reference_compat else mask.reshape(b * m)
-        logits = self.assignment_bn(logits.reshape(b * m, g * k), bn_mask)
-        assign = F.softmax(logits.reshape(b, m, g, k), dim=-1)  # Eq. (6)
-        return assign * attention.unsqueeze(-1)  # α_g α_gk
+        bn_mask = None if mask is None or self.reference_compat else mask
+        logits = self.assignment_bn(logits, bn_mask)  # (R, G*K)
+        assign = F.softmax(logits.reshape(-1, g, k), dim=-1)  # Eq. (6): (R, G, K)
+        return (assign * attention.unsqueeze(-1)).reshape(-1, g * k)  # α_g α_gk: (R, G*K)
 
     def forward_folded(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """The same function as ``forward``, with the expansion FC ẋ = W x + b folded away.
@@ -122,6 +152,12 @@ class NeXtVLAD(nn.Module):
         this costs N·G·K (assignment) + N·G·K (sums) multiply-adds instead of λN·N + λN·G·K
         + λN·K; per video it adds λN·N·K.
         """
+        frames, rows, frame_mask = self._frames(x, mask)  # (R, N)
+        return self._forward_folded(x, frames, rows, frame_mask)
+
+    def _forward_folded(
+        self, x: Tensor, frames: Tensor, rows: Tensor | None, frame_mask: Tensor | None
+    ) -> Tensor:
         b, m, n = x.shape
         g, k, f = self.groups, self.num_clusters, self.group_dim
         w, bias = self.expand.weight, self.expand.bias  # (λN, N), (λN,)
@@ -129,10 +165,11 @@ class NeXtVLAD(nn.Module):
         b_att = self.group_attention.weight @ bias + self.group_attention.bias  # (G,)
         w_cls = self.assignment.weight @ w  # (G*K, N)
         b_cls = self.assignment.weight @ bias  # (G*K,)
-        attention = torch.sigmoid(F.linear(x, w_att, b_att))  # (B, M, G), Eq. (7)
-        assign = self._assign(F.linear(x, w_cls, b_cls), attention, mask)  # (B, M, G, K)
-        a_gk = assign.sum(dim=1)  # (B, G, K)
-        sums = torch.bmm(x.transpose(1, 2), assign.reshape(b, m, g * k))  # (B, N, G*K)
+        attention = torch.sigmoid(F.linear(frames, w_att, b_att))  # (R, G), Eq. (7)
+        assign = self._assign(F.linear(frames, w_cls, b_cls), attention, frame_mask)  # (R, G*K)
+        assign = _unpack(assign, rows, b * m).reshape(b, m, g * k)  # (B, M, G*K)
+        a_gk = assign.sum(dim=1).reshape(b, g, k)  # (B, G, K)
+        sums = torch.bmm(x.transpose(1, 2), assign)  # (B, N, G*K)
         sums = sums.reshape(b, n * g, k)  # (B, N*G, K), row n*G + g
         w_blocks = w.reshape(g, f, n).permute(1, 2, 0).reshape(f, n * g)  # (λN/G, N*G)
         vlad = torch.matmul(w_blocks, sums)  # Σ_g W_g Σ_i a_igk x_i: (B, λN/G, K)
@@ -145,5 +182,13 @@ class NeXtVLAD(nn.Module):
         return (
             f"dim={self.dim}, num_clusters={self.num_clusters}, groups={self.groups}, "
             f"expansion={self.expansion}, reference_compat={self.reference_compat}, "
-            f"folded={self.folded}"
+            f"folded={self.folded}, skip_padding={self.skip_padding}"
         )
+
+
+def _unpack(rows_values: Tensor, rows: Tensor | None, total: int) -> Tensor:
+    """(R, C) values of the real frames -> (total, C) with zeros at the padded frames."""
+    if rows is None:
+        return rows_values
+    out = rows_values.new_zeros(total, rows_values.shape[1])  # (B*M, C)
+    return out.index_copy(0, rows, rows_values)

@@ -82,6 +82,15 @@ def learning_rate(options: TrainOptions, examples_seen: int) -> float:
     return options.learning_rate * options.lr_decay ** (examples_seen // options.lr_decay_examples)
 
 
+def adam(parameters: list[nn.Parameter], lr: float, eps: float) -> torch.optim.Adam:
+    """The paper's Adam, as the fused single-pass kernel where this torch has one (CPU and
+    CUDA since torch 2.4: several times faster than the per-tensor loop on 89M parameters)."""
+    try:
+        return torch.optim.Adam(parameters, lr=lr, eps=eps, fused=True)
+    except (RuntimeError, TypeError):  # no fused kernel for this device or torch version
+        return torch.optim.Adam(parameters, lr=lr, eps=eps)
+
+
 @torch.no_grad()
 def clip_each_gradient(parameters: list[nn.Parameter], max_norm: float) -> None:
     """TF's clip_by_norm on every gradient tensor separately: g * c / max(||g||, c)."""
@@ -222,7 +231,7 @@ def _train(options: TrainOptions, ctx: Context) -> dict[str, Any]:
                 module.folded = True
     regularized = model.regularized_parameters()  # type: ignore[operator]
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(parameters, lr=options.learning_rate, eps=options.adam_epsilon)
+    optimizer = adam(parameters, options.learning_rate, options.adam_epsilon)
 
     trainer = TrainerState()
     checkpoint = latest_checkpoint(run) if options.resume else None

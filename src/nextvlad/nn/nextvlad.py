@@ -95,8 +95,8 @@ class NeXtVLAD(nn.Module):
         if self.folded:
             return self._forward_folded(x, frames, rows, frame_mask)
         x_dot = self.expand(frames)  # (R, λN)
-        attention = torch.sigmoid(self.group_attention(x_dot))  # (R, G), Eq. (7)
-        assign = self._assign(self.assignment(x_dot), attention, frame_mask)  # (R, G*K)
+        logits = F.linear(x_dot, self._head_weight())  # (R, G*K + G): Eq. (6) and (7) at once
+        assign = self._assign(logits, frame_mask)  # (R, G*K)
         assign = _unpack(assign, rows, b * m).reshape(b, m * g, k)  # (B, M*G, K)
         a_sum = assign.sum(dim=1, keepdim=True)  # (B, 1, K)
         x_tilde = _unpack(x_dot, rows, b * m).reshape(b, m * g, f)  # (B, M*G, λN/G)
@@ -131,10 +131,18 @@ class NeXtVLAD(nn.Module):
             return flat, None, None
         return flat.index_select(0, rows), rows, None  # (R, N)
 
-    def _assign(self, logits: Tensor, attention: Tensor, mask: Tensor | None) -> Tensor:
-        """logits: (R, G*K), attention: (R, G), mask: (R,) or None -> (R, G*K): batch norm,
-        softmax over clusters, times the group attention."""
+    def _head_weight(self) -> Tensor:
+        """The soft-assignment and group-attention FCs stacked: one matmul over the frames
+        instead of two, the second of which (G outputs) runs far below the machine's peak."""
+        return torch.cat([self.assignment.weight, self.group_attention.weight])  # (G*K + G, λN)
+
+    def _assign(self, logits: Tensor, mask: Tensor | None) -> Tensor:
+        """logits: (R, G*K + G) soft-assignment logits then group-attention logits without
+        its bias; mask: (R,) or None -> (R, G*K): batch norm, softmax over clusters, times the
+        sigmoid group attention."""
         g, k = self.groups, self.num_clusters
+        logits, attention = logits.split([g * k, g], dim=1)  # (R, G*K), (R, G)
+        attention = torch.sigmoid(attention + self.group_attention.bias)  # Eq. (7)
         if mask is not None:
             attention = attention * mask.unsqueeze(-1).to(attention.dtype)  # Eq. (18)
         bn_mask = None if mask is None or self.reference_compat else mask
@@ -161,12 +169,9 @@ class NeXtVLAD(nn.Module):
         b, m, n = x.shape
         g, k, f = self.groups, self.num_clusters, self.group_dim
         w, bias = self.expand.weight, self.expand.bias  # (λN, N), (λN,)
-        w_att = self.group_attention.weight @ w  # (G, N)
-        b_att = self.group_attention.weight @ bias + self.group_attention.bias  # (G,)
-        w_cls = self.assignment.weight @ w  # (G*K, N)
-        b_cls = self.assignment.weight @ bias  # (G*K,)
-        attention = torch.sigmoid(F.linear(frames, w_att, b_att))  # (R, G), Eq. (7)
-        assign = self._assign(F.linear(frames, w_cls, b_cls), attention, frame_mask)  # (R, G*K)
+        head = self._head_weight()  # (G*K + G, λN)
+        logits = F.linear(frames, head @ w, head @ bias)  # (R, G*K + G): Eq. (6) and (7)
+        assign = self._assign(logits, frame_mask)  # (R, G*K)
         assign = _unpack(assign, rows, b * m).reshape(b, m, g * k)  # (B, M, G*K)
         a_gk = assign.sum(dim=1).reshape(b, g, k)  # (B, G, K)
         sums = torch.bmm(x.transpose(1, 2), assign)  # (B, N, G*K)

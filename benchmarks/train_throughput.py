@@ -95,7 +95,9 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
     median = statistics.median(times)
+    extra = _metrics_cost(args, model, transform, frames, num_frames, labels, median)
     return {
+        **extra,
         "examples_per_s": args.batch_size / median,
         "median_step_s": median,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -103,6 +105,34 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         "mean_frames": float(num_frames.float().mean()),
         "padded_frames": int(frames.shape[1]),
     }
+
+
+def _metrics_cost(
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    transform: torch.nn.Module,
+    frames: torch.Tensor,
+    num_frames: torch.Tensor,
+    labels: torch.Tensor,
+    step_s: float,
+) -> dict[str, float]:
+    """Inference only: what `nextvlad eval` adds to a batch's forward pass (the loss and the
+    official metrics' update, plus their final computation spread over the timed batches)."""
+    if args.mode != "infer":
+        return {}
+    from nextvlad.losses import cross_entropy
+    from nextvlad.metrics import YT8MMetrics
+
+    with torch.no_grad():
+        logits = model(transform(frames, num_frames), num_frames).logits
+    metrics = YT8MMetrics(logits.shape[1])
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        float(cross_entropy(logits, labels))
+        metrics.update(torch.sigmoid(logits), labels)
+    metrics.compute()
+    per_batch = (time.perf_counter() - start) / args.steps
+    return {"eval_metrics_s_per_batch": per_batch, "eval_metrics_share": per_batch / step_s}
 
 
 def _matmul_peak() -> float:

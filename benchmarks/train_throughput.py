@@ -47,7 +47,8 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     from nextvlad.losses import yt8m_loss
     from nextvlad.models import InputTransform, create_model
     from nextvlad.nn import NeXtVLAD
-    from nextvlad.training.loop import adam, clip_each_gradient
+    from nextvlad.training.loop import clip_each_gradient
+    from nextvlad.training.optim import adam
 
     torch.manual_seed(0)
     overrides = json.loads(args.overrides)

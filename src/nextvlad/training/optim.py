@@ -31,7 +31,7 @@ class ReferenceAdam(torch.optim.Adam):
             group["tf_eps"] = eps
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> Any:
         for group in self.param_groups:
             state = self.state.get(group["params"][0], {})
             t = int(state["step"]) + 1 if "step" in state else 1

@@ -129,17 +129,19 @@ def write_predictions(
     top_k: int = 20,
     names: dict[int, str] | None = None,
     named_out: TextIO | None = None,
+    probabilities: bool = False,
 ) -> int:
     """Kaggle 2018 format: ``VideoId,LabelConfidencePairs`` with the top ``top_k``
-    ``label score`` pairs by descending score, from (batch, logits) pairs. Returns the number
-    of videos written."""
+    ``label score`` pairs by descending score, from (batch, logits (B, C)) pairs, or
+    (batch, probabilities (B, C)) pairs with ``probabilities=True`` (exported models).
+    Returns the number of videos written."""
     out.write("VideoId,LabelConfidencePairs\n")
     if named_out is not None:
         named_out.write("VideoId,Label,Name,Score\n")
     count = 0
     for batch, logits in batches:
         k = min(top_k, logits.shape[1])
-        scores, classes = torch.topk(torch.sigmoid(logits), k, dim=1)
+        scores, classes = torch.topk(logits if probabilities else torch.sigmoid(logits), k, dim=1)
         for video_id, row_scores, row_classes in zip(
             batch.ids, scores.tolist(), classes.tolist(), strict=True
         ):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -84,10 +84,38 @@ def read_config(directory: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
         raise CheckpointError(f"{path}: unreadable ({err})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} configuration")
+    if not isinstance(document.get("model"), dict):
+        raise CheckpointError(f"{path}: no model configuration (a 'model' object)")
     try:
         return config_from_dict(document["model"]), document
-    except (KeyError, TypeError, ConfigError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as err:
         raise CheckpointError(f"{path}: invalid model configuration ({err})") from None
+
+
+def weights_header(weights: str | Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of a safetensors file, read from its header alone."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"{weights}: unreadable weights ({err})") from None
+
+
+def _check_fits(
+    own: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], weights: str | Path
+) -> None:
+    missing = sorted(set(own) - set(found))
+    unexpected = sorted(set(found) - set(own))
+    wrong = sorted(k for k in set(own) & set(found) if own[k] != found[k])
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:4])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:4])}")
+        for k in wrong[:4]:
+            parts.append(f"{k}: {found[k]} vs model {own[k]}")
+        raise CheckpointError(f"{weights} does not fit the model: " + "; ".join(parts))
 
 
 def load_state(model: nn.Module, weights: str | Path) -> None:
@@ -96,25 +124,24 @@ def load_state(model: nn.Module, weights: str | Path) -> None:
         state = load_file(str(weights))
     except (OSError, SafetensorError) as err:
         raise CheckpointError(f"{weights}: unreadable weights ({err})") from None
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:4])}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:4])}")
-        for k in wrong[:4]:
-            parts.append(f"{k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
-        raise CheckpointError(f"{weights} does not fit the model: " + "; ".join(parts))
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    _check_fits(own, {k: tuple(v.shape) for k, v in state.items()}, weights)
     model.load_state_dict(state)
 
 
 def load_model(directory: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild and load the model saved in ``directory`` (eval mode)."""
     config, _ = read_config(directory)
+    weights = Path(directory) / WEIGHTS
+    # The configuration is checked against the weights' header on the meta device first, so
+    # that a config.json that does not match its weights allocates nothing.
+    with torch.device("meta"):
+        skeleton = build_model(config)
+    _check_fits(
+        {k: tuple(v.shape) for k, v in skeleton.state_dict().items()},
+        weights_header(weights),
+        weights,
+    )
     model = build_model(config)
-    load_state(model, Path(directory) / WEIGHTS)
+    load_state(model, weights)
     return model.to(device).eval()

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from nextvlad.errors import NextVLADError, UsageError
+from nextvlad.errors import NextVLADError, UsageError, error_message
 
 # Subcommand modules, in the order their commands appear in `nextvlad --help`.
 _COMMAND_MODULES = (
@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "nextvlad.cli.train",
     "nextvlad.cli.models",
     "nextvlad.cli.data",
+    "nextvlad.cli.export",
 )
 
 
@@ -41,14 +42,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand. Exit codes: 0 done; 2 a usage error (an option value, a path that
+    does not exist or a glob that matches nothing, an option's file such as --eigenvals or
+    --vocabulary that is not what it should be); 1 a failure on well-formed input (corrupt
+    records, a checkpoint that does not fit, a non-finite loss, a full disk); 128 + N when
+    signal N stopped training (130 Ctrl-C, 143 SIGTERM). Errors are one line, no traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    command = f"nextvlad {args.command}"
     try:
         return int(args.func(args) or 0)
     except UsageError as err:
-        parser.exit(2, f"nextvlad {args.command}: error: {err}\n")
+        parser.exit(2, f"{command}: error: {error_message(err)}\n")
     except NextVLADError as err:
-        print(f"nextvlad {args.command}: error: {err}", file=sys.stderr)
+        from nextvlad.data.errors import NoDataFilesError  # loaded already if it was raised
+
+        if isinstance(err, NoDataFilesError):  # paths from the command line
+            parser.exit(2, f"{command}: error: {error_message(err)}\n")
+        print(f"{command}: error: {error_message(err)}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `nextvlad ... | head`
         return 0
+    except OSError as err:  # the environment: a full disk, a file that cannot be written
+        print(f"{command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a second Ctrl-C while training stops, or Ctrl-C elsewhere
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130

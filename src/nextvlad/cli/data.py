@@ -100,6 +100,8 @@ def _inspect(args: argparse.Namespace) -> int:
     from nextvlad.data.reader import resolve_files
     from nextvlad.data.summary import summarize
 
+    if args.classes is not None and args.classes < 1:
+        raise UsageError(f"--classes must be at least 1, got {args.classes}")
     try:
         files = resolve_files(args.files)
     except NoDataFilesError as err:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ class TrainOptions:
     lr_decay_examples: int = 2_000_000  # ...every this many (global) examples
     adam_epsilon: float = 1e-8
     clip_norm: float = 1.0  # each gradient tensor clipped to this norm separately; 0: off
+    skip_nonfinite: bool = False  # skip (and count) batches with a non-finite loss, not stop
     l2_penalty: float = 1e-5  # on the classifier's weights and biases
     temperature: float | None = None  # mixture distillation T (None: the preset's)
     distill_weight: float | None = None  # mixture distillation λ (None: the preset's)
@@ -47,7 +50,7 @@ class TrainOptions:
     max_frames: int = 300
     num_workers: int = 2
     shuffle_buffer: int = 256
-    skip_corrupt: bool = False
+    skip_corrupt: bool = False  # skip and count corrupt records instead of stopping
     bucket_by_length: bool = False  # batches of videos of similar length (less padding)
     # Execution
     seed: int = 0
@@ -60,6 +63,28 @@ class TrainOptions:
     progress: bool = True  # progress bar on stderr (rank 0)
 
     def __post_init__(self) -> None:
+        for name in (
+            "learning_rate",
+            "lr_decay",
+            "adam_epsilon",
+            "clip_norm",
+            "l2_penalty",
+            "temperature",
+            "distill_weight",
+        ):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"{name.replace('_', ' ')} must be finite, got {value}")
+        if self.temperature is not None and self.temperature <= 0:
+            raise ConfigError(f"temperature must be positive, got {self.temperature}")
+        if self.distill_weight is not None and self.distill_weight < 0:
+            raise ConfigError(f"distill weight must be >= 0, got {self.distill_weight}")
+        if self.adam_epsilon <= 0:
+            raise ConfigError(f"adam epsilon must be positive, got {self.adam_epsilon}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be in [0, 2**63), got {self.seed}")
+        if self.shuffle_buffer <= 0:
+            raise ConfigError(f"shuffle buffer must be positive, got {self.shuffle_buffer}")
         if self.batch_size <= 0:
             raise ConfigError(f"batch size must be positive, got {self.batch_size}")
         if self.learning_rate <= 0:
@@ -95,3 +120,67 @@ class TrainOptions:
             return cls(**json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError, TypeError) as err:
             raise ConfigError(f"{path}: unreadable run options ({err})") from None
+
+
+# TrainOptions field -> its `nextvlad train` flag (fields without one are library-only).
+CLI_FLAGS = {
+    "preset": "--preset",
+    "train_data": "--train-data",
+    "eval_data": "--eval-data",
+    "out": "--out",
+    "model_overrides": "--set",
+    "eigenvals": "--eigenvals",
+    "batch_size": "--batch-size",
+    "learning_rate": "--lr",
+    "lr_decay": "--lr-decay",
+    "lr_decay_examples": "--lr-decay-examples",
+    "clip_norm": "--clip-norm",
+    "skip_nonfinite": "--skip-nonfinite",
+    "l2_penalty": "--l2",
+    "temperature": "--temperature",
+    "distill_weight": "--distill-weight",
+    "epochs": "--epochs",
+    "max_steps": "--max-steps",
+    "eval_every": "--eval-every",
+    "checkpoint_every": "--checkpoint-every",
+    "resume": "--resume",
+    "num_workers": "--num-workers",
+    "shuffle_buffer": "--shuffle-buffer",
+    "skip_corrupt": "--skip-corrupt",
+    "bucket_by_length": "--bucket-by-length",
+    "seed": "--seed",
+    "device": "--device",
+    "precision": "--precision",
+    "compile": "--compile",
+    "folded": "--folded",
+    "sync_batchnorm": "--sync-batchnorm",
+    "deterministic": "--deterministic",
+    "progress": "--no-progress",
+}
+
+
+def resume_command(options: TrainOptions, *, distributed: bool = False) -> str:
+    """The `nextvlad train` command line that continues the run ``options`` describe (its
+    non-default options and --resume), quoted for a POSIX shell; under torchrun it starts with
+    ``torchrun ... -m nextvlad train``, the dots standing for the run's launch options."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
+    defaults.update(eval_data=[], model_overrides={})
+    argv = ["torchrun", "...", "-m", "nextvlad", "train"] if distributed else ["nextvlad", "train"]
+    for name, flag in CLI_FLAGS.items():
+        value = getattr(options, name)
+        if name == "resume":
+            continue
+        required = name in ("preset", "train_data", "out")
+        if not required and (value is None or value == defaults.get(name)):
+            continue
+        if isinstance(value, bool):  # store_true flags; --no-progress for progress=False
+            argv.append(flag)
+        elif isinstance(value, list):
+            argv += [flag, *map(str, value)]
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                text = item if isinstance(item, str) else json.dumps(item)
+                argv += [flag, f"{key}={text}"]
+        else:
+            argv += [flag, str(value)]
+    return shlex.join([*argv, "--resume"])

@@ -34,7 +34,9 @@ def test_params_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_params_unknown_preset_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["params", "--preset", "nextvlad-8g"]) == 1
+    with pytest.raises(SystemExit) as exit_info:  # a usage error: exit code 2
+        main(["params", "--preset", "nextvlad-8g"])
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "unknown model preset 'nextvlad-8g'" in err and "Traceback" not in err
 

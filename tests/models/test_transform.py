@@ -44,5 +44,8 @@ def test_eigenvalue_file_errors(tmp_path: Path) -> None:
     (tmp_path / "text.npy").write_text("not numpy")
     with pytest.raises(ConfigError, match="not a readable"):
         load_eigenvalues(tmp_path / "text.npy")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    with pytest.raises(ConfigError, match="not a readable"):
+        load_eigenvalues(tmp_path / "empty.npy")
     with pytest.raises(ValueError, match="1152 features"):
         InputTransform()(torch.zeros(1, 2, 100, dtype=torch.uint8))

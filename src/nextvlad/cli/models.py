@@ -78,6 +78,11 @@ def _params(args: argparse.Namespace) -> int:
     from nextvlad.models import list_models, parameter_report
 
     names = args.preset or list_models()
+    unknown = [n for n in names if n not in list_models()]
+    if unknown:
+        raise UsageError(
+            f"unknown model preset {unknown[0]!r}; `nextvlad list-models` lists the presets"
+        )
     reports = [parameter_report(n).to_dict() for n in names]
     if args.json:
         print(json.dumps(reports, indent=1))

@@ -33,7 +33,7 @@ def load_eigenvalues(path: str | Path, dim: int = 1024) -> Tensor:
         raise ConfigError(f"eigenvalue file not found: {path}")
     try:
         values = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, EOFError) as err:
         raise ConfigError(f"{path}: not a readable .npy array ({err})") from None
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]

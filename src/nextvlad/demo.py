@@ -100,6 +100,7 @@ def run_demo(options: DemoOptions, stream: TextIO = sys.stdout) -> list[dict[str
             train_data=[train_glob],
             out=str(run),
             model_overrides=overrides,
+            eigenvals="none",  # the synthetic features are not PCA-whitened
             batch_size=options.batch_size,
             learning_rate=options.learning_rate,
             max_steps=options.steps,

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from nextvlad.cli.train import _positive_int
+from nextvlad.cli._common import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,11 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--out", default="nextvlad-demo", help="working folder (nextvlad-demo)")
-    p.add_argument("--videos", type=_positive_int, default=2000, help="training videos (2000)")
-    p.add_argument("--eval-videos", type=_positive_int, default=500, help="evaluation videos (500)")
-    p.add_argument("--classes", type=_positive_int, default=25, help="classes (25)")
-    p.add_argument("--steps", type=_positive_int, default=150, help="training steps a model (150)")
-    p.add_argument("--batch-size", type=_positive_int, default=64, help="batch size (64)")
+    p.add_argument("--videos", type=positive_int, default=2000, help="training videos (2000)")
+    p.add_argument("--eval-videos", type=positive_int, default=500, help="evaluation videos (500)")
+    p.add_argument("--classes", type=positive_int, default=25, help="classes (25)")
+    p.add_argument("--steps", type=positive_int, default=150, help="training steps a model (150)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="batch size (64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the models")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_demo)

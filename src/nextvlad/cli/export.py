@@ -7,17 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nextvlad.cli._common import evaluation_loader, positive_int
 from nextvlad.errors import UsageError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not positive")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="TFRecords: also report the GAP of the exported file and of PyTorch on them",
     )
     p.add_argument(
-        "--batch-size", type=_positive_int, default=64, help="videos a batch for --eval-data (64)"
+        "--batch-size", type=positive_int, default=64, help="videos a batch for --eval-data (64)"
     )
     p.add_argument(
         "--num-workers", type=int, default=0, help="data loader processes for --eval-data (0)"
@@ -145,23 +136,14 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _loader(args: argparse.Namespace, config: Any) -> Any:
-    from nextvlad.data import VideoDataset, detect_schema, resolve_files
-    from nextvlad.training.loop import check_data_fits
-
-    files = resolve_files(args.eval_data)
-    schema = detect_schema(files, skip_corrupt=args.skip_corrupt)
-    if schema is None:
-        raise UsageError(f"no record in {args.eval_data} shows a known schema")
-    check_data_fits(config, schema, "--eval-data")
-    dataset = VideoDataset(
-        files,
-        schema=schema,
-        num_classes=config.num_classes,
+    return evaluation_loader(
+        args.eval_data,
+        config,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
         skip_corrupt=args.skip_corrupt,
-        rank=0,
-        world_size=1,
+        what="--eval-data",
     )
-    return dataset.loader(args.batch_size, num_workers=args.num_workers)
 
 
 def _signature(tensors: dict[str, Any]) -> str:

@@ -10,19 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nextvlad.cli._common import evaluation_loader, positive_int
 from nextvlad.errors import UsageError
 
 _PAPER = "the paper's recipe (Sec. 4.2)"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not positive")
-    return value
 
 
 def _non_negative_int(text: str) -> int:
@@ -138,16 +129,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="PCA eigenvalues .npy for reverse whitening of rgb frames (Google's "
         "yt8m_pca/eigenvals.npy); 'none' to train without it and without a warning",
     )
-    p.add_argument("--epochs", type=_positive_int, help="passes over the training data")
-    p.add_argument("--max-steps", type=_positive_int, help="stop after this many steps")
-    p.add_argument("--batch-size", type=_positive_int, default=80, help="per process (default 80)")
+    p.add_argument("--epochs", type=positive_int, help="passes over the training data")
+    p.add_argument("--max-steps", type=positive_int, help="stop after this many steps")
+    p.add_argument("--batch-size", type=positive_int, default=80, help="per process (default 80)")
     p.add_argument("--lr", type=_positive_float, default=2e-4, help="initial learning rate (2e-4)")
     p.add_argument(
         "--lr-decay", type=_decay_factor, default=0.8, help="staircase decay factor (0.8)"
     )
     p.add_argument(
         "--lr-decay-examples",
-        type=_positive_int,
+        type=positive_int,
         default=2_000_000,
         help="examples between decays (2M; the final submission used 2.5M and 0.9)",
     )
@@ -171,7 +162,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="steps between evaluations (0: end)",
     )
     p.add_argument(
-        "--checkpoint-every", type=_positive_int, default=1000, help="steps between checkpoints"
+        "--checkpoint-every", type=positive_int, default=1000, help="steps between checkpoints"
     )
     p.add_argument(
         "--resume", action="store_true", help="continue from the newest checkpoint in --out"
@@ -181,7 +172,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--shuffle-buffer",
-        type=_positive_int,
+        type=positive_int,
         default=256,
         help="videos each data shard holds for shuffling (256; a frame-level video is ~200 KB)",
     )
@@ -248,7 +239,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         )
         p.add_argument("--data", required=True, nargs="+", metavar="GLOB", help="TFRecords")
         p.add_argument("--branch", type=int, help="mixtures: use branch M alone")
-        p.add_argument("--batch-size", type=_positive_int, default=256, help="videos a batch (256)")
+        p.add_argument("--batch-size", type=positive_int, default=256, help="videos a batch (256)")
         p.add_argument(
             "--num-workers", type=_non_negative_int, default=2, help="data loader processes (2)"
         )
@@ -259,7 +250,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             p.set_defaults(func=_eval)
         else:
             p.add_argument("--out", required=True, help="CSV file to write")
-            p.add_argument("--top-k", type=_positive_int, default=20, help="pairs a video (20)")
+            p.add_argument("--top-k", type=positive_int, default=20, help="pairs a video (20)")
             p.add_argument("--vocabulary", help="vocabulary.csv: also write OUT with names")
             p.set_defaults(func=_predict)
 
@@ -350,25 +341,14 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, Any]:
 
 
 def _loader(args: argparse.Namespace, config: Any) -> Any:
-    """A loader over --data, checked against the model's configuration."""
-    from nextvlad.data import VideoDataset, detect_schema, resolve_files
-    from nextvlad.errors import ConfigError
-    from nextvlad.training.loop import check_data_fits
-
-    files = resolve_files(args.data)
-    schema = detect_schema(files, skip_corrupt=args.skip_corrupt)
-    if schema is None:  # the files' content, not the command line: exit 1, as in train
-        raise ConfigError(f"no record in {args.data} shows a known schema")
-    check_data_fits(config, schema, "the data")
-    dataset = VideoDataset(
-        files,
-        schema=schema,
-        num_classes=config.num_classes,
+    return evaluation_loader(
+        args.data,
+        config,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
         skip_corrupt=args.skip_corrupt,
-        rank=0,
-        world_size=1,
+        what="the data",
     )
-    return dataset.loader(args.batch_size, num_workers=args.num_workers)
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -10,7 +10,6 @@ The rule (``nextvlad.cli.main``):
 - exit 1, a failure on well-formed input: the content of data files and checkpoints (junk or
   corrupt records, no known schema, a checkpoint folder without or with a broken checkpoint).
 
-``nextvlad params --preset UNKNOWN`` keeps its exit code 1 (tests/cli/test_models_cli.py).
 Each example runs ``main([...])`` in-process with one fault among valid arguments, so no
 example trains or evaluates for long: a fault that slipped through would show as exit 0.
 """
@@ -335,7 +334,7 @@ def test_inspect_and_params_refuse_bad_input_cleanly(env: Env, data: st.DataObje
     command = data.draw(st.sampled_from(["inspect", "params"]))
     if command == "params":
         name = data.draw(st.text(min_size=1, max_size=12).filter(lambda s: not s.startswith("-")))
-        assert_clean_error(["params", "--preset", name], 1)
+        assert_clean_error(["params", "--preset", name], 2)  # a usage error
         return
     if data.draw(st.booleans()):
         files, expected = data.draw(bad_data_file(env))

@@ -198,7 +198,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--device", type=_device, default="auto", help="auto (GPU when present), cpu, cuda, cuda:N"
     )
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (turns off the skipping of padded frames, whose "
+        "shapes depend on the data)",
+    )
     p.add_argument(
         "--folded",
         action="store_true",

@@ -16,21 +16,37 @@ from nextvlad.nn import (
     NetVLAD,
     NeXtVLAD,
     SEContextGating,
-    frame_mask,
 )
 from nextvlad.nn._init import linear_variance_scaling_
+from nextvlad.nn.linear import Linear
+from nextvlad.nn.packing import FramePacking, as_packing
 
 
-def check_frame_input(features: Tensor, num_frames: Tensor | None, feature_dim: int) -> None:
+def frame_input(
+    features: Tensor, num_frames: Tensor | FramePacking | None, feature_dim: int
+) -> FramePacking | None:
+    """Check frame features (B, T, D) and their frame counts (B,); return the batch's packing.
+
+    ``num_frames`` on the host (the batch's own tensor, as the loader makes it) or a
+    :class:`FramePacking` costs the device nothing; frame counts on a device are copied to the
+    host first, which waits for the device (the training step passes a packing)."""
     if features.ndim != 3 or features.shape[-1] != feature_dim:
         raise ValueError(
             f"expected frame features of shape (batch, frames, {feature_dim}), "
             f"got {tuple(features.shape)}"
         )
+    if isinstance(num_frames, FramePacking):
+        if (num_frames.batch_size, num_frames.length) != tuple(features.shape[:2]):
+            raise ValueError(
+                f"the packing is for {num_frames.batch_size} videos of {num_frames.length} "
+                f"frames, the features have shape {tuple(features.shape)}"
+            )
+        return num_frames
     if num_frames is not None and tuple(num_frames.shape) != (features.shape[0],):
         raise ValueError(
             f"num_frames must have shape ({features.shape[0]},), got {tuple(num_frames.shape)}"
         )
+    return as_packing(num_frames, features)
 
 
 def _aggregator(stream: StreamConfig, config: FrameModelConfig) -> nn.Module:
@@ -58,13 +74,12 @@ class FrameModel(nn.Module):
         super().__init__()
         self.config = config
         self.reducers = nn.ModuleList(
-            nn.Linear(s.dim, s.reduce_dim) if s.reduce_dim else nn.Identity()
-            for s in config.streams
+            Linear(s.dim, s.reduce_dim) if s.reduce_dim else nn.Identity() for s in config.streams
         )
         self.aggregators = nn.ModuleList(_aggregator(s, config) for s in config.streams)
         pooled = sum(_output_dim(a) for a in self.aggregators)
         self.dropout = nn.Dropout(config.dropout)
-        self.hidden = nn.Linear(pooled, config.hidden_size, bias=False)
+        self.hidden = Linear(pooled, config.hidden_size, bias=False)
         self.hidden_bn = BatchNorm(config.hidden_size)
         self.gating: nn.Module
         if config.gating == "se":
@@ -93,12 +108,14 @@ class FrameModel(nn.Module):
         """The classifier tensors that carry the L2 penalty."""
         return self.classifier.regularized_parameters()
 
-    def forward(self, features: Tensor, num_frames: Tensor | None = None) -> ModelOutput:
+    def forward(
+        self, features: Tensor, num_frames: Tensor | FramePacking | None = None
+    ) -> ModelOutput:
         """features: (B, T, D) frame features (reverse-whitened); num_frames: (B,) real
-        frames of each video (None: all T are real) -> ModelOutput with logits (B, C)."""
-        check_frame_input(features, num_frames, self.config.feature_dim)
-        t = features.shape[1]
-        mask = None if num_frames is None else frame_mask(num_frames, t, features.dtype)  # (B, T)
+        frames of each video, best on the host (None: all T are real), or the batch's
+        :class:`FramePacking` -> ModelOutput with logits (B, C)."""
+        packing = frame_input(features, num_frames, self.config.feature_dim)
+        track = None if packing is None else packing.has_frames  # no frame: no BN update
         pooled = []
         start = 0
         for stream, reduce, aggregate in zip(
@@ -106,8 +123,12 @@ class FrameModel(nn.Module):
         ):
             x = features[..., start : start + stream.dim]  # (B, T, N)
             start += stream.dim
-            pooled.append(aggregate(reduce(x), mask))  # (B, P_s)
+            if isinstance(reduce, nn.Linear):  # (B, T, N) -> (B, T, N')
+                b, t, _ = x.shape
+                x = reduce(x.reshape(b * t, -1)).reshape(b, t, -1)
+            pooled.append(aggregate(x, packing))  # (B, P_s)
         h = self.dropout(torch.cat(pooled, dim=-1))  # (B, sum P_s)
-        h = self.hidden_bn(self.hidden(h))  # (B, H)
-        h = self.gating(h)  # (B, H)
+        h = self.hidden_bn(self.hidden(h), track=track)  # (B, H)
+        if not isinstance(self.gating, nn.Identity):
+            h = self.gating(h, track)  # (B, H)
         return ModelOutput(logits=self.classifier(h))

@@ -9,10 +9,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nextvlad.models.config import MixtureConfig
-from nextvlad.models.frame import FrameModel, check_frame_input
+from nextvlad.models.frame import FrameModel, frame_input
 from nextvlad.models.output import ModelOutput
-from nextvlad.nn import BatchNorm, frame_mask, masked_mean
+from nextvlad.nn import BatchNorm, masked_mean
 from nextvlad.nn._init import linear_variance_scaling_
+from nextvlad.nn.linear import Linear
+from nextvlad.nn.packing import FramePacking
 
 
 class MixtureModel(nn.Module):
@@ -29,7 +31,7 @@ class MixtureModel(nn.Module):
         self.config = config
         dim = config.feature_dim
         self.gate_bn = BatchNorm(dim, unbiased_update=True)  # TF fused batch norm
-        self.gate = nn.Linear(dim, config.num_branches)
+        self.gate = Linear(dim, config.num_branches)
         self.branches = nn.ModuleList(FrameModel(config.branch) for _ in range(config.num_branches))
         self.reset_parameters()
 
@@ -49,17 +51,20 @@ class MixtureModel(nn.Module):
         assert isinstance(branch, FrameModel)
         return branch
 
-    def forward(self, features: Tensor, num_frames: Tensor | None = None) -> ModelOutput:
-        """features: (B, T, D); num_frames: (B,) -> logits (B, C), branch_logits (B, M, C),
-        mix_weights (B, M)."""
-        check_frame_input(features, num_frames, self.config.feature_dim)
-        if num_frames is None or self.config.reference_compat:
+    def forward(
+        self, features: Tensor, num_frames: Tensor | FramePacking | None = None
+    ) -> ModelOutput:
+        """features: (B, T, D); num_frames: (B,) (best on the host) or the batch's
+        :class:`FramePacking` -> logits (B, C), branch_logits (B, M, C), mix_weights (B, M)."""
+        packing = frame_input(features, num_frames, self.config.feature_dim)
+        track = None if packing is None else packing.has_frames
+        if packing is None or self.config.reference_compat:
             mean = features.mean(dim=1)  # (B, D)
         else:
-            mean = masked_mean(features, frame_mask(num_frames, features.shape[1], features.dtype))
-        weights = F.softmax(self.gate(self.gate_bn(mean)), dim=-1)  # (B, M), Eq. (13)
+            mean = masked_mean(features, packing)  # (B, D)
+        weights = F.softmax(self.gate(self.gate_bn(mean, track=track)), dim=-1)  # Eq. (13)
         branch_logits = torch.stack(
-            [branch(features, num_frames).logits for branch in self.branches], dim=1
+            [branch(features, packing).logits for branch in self.branches], dim=1
         )  # (B, M, C)
         logits = (weights.unsqueeze(-1) * branch_logits).sum(dim=1)  # (B, C), Eq. (12)
         return ModelOutput(logits=logits, branch_logits=branch_logits, mix_weights=weights)

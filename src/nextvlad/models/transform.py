@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from nextvlad.errors import ConfigError
 from nextvlad.nn import frame_mask
+from nextvlad.nn.packing import FramePacking
 
 DEQUANT_SCALE = 4.0 / 255.0  # (max - min) / 255 with max = 2, min = -2
 DEQUANT_BIAS = 4.0 / 512.0 - 2.0  # (max - min) / 512 + min
@@ -83,9 +84,9 @@ class InputTransform(nn.Module):
         self.register_buffer("offset", offset)
         self.register_buffer("scale", scale)
 
-    def forward(self, frames: Tensor, num_frames: Tensor | None = None) -> Tensor:
-        """frames: (B, T, D) uint8 (or float if not dequantising); num_frames: (B,) -> float
-        (B, T, D) model input."""
+    def forward(self, frames: Tensor, num_frames: Tensor | FramePacking | None = None) -> Tensor:
+        """frames: (B, T, D) uint8 (or float if not dequantising); num_frames: (B,) (on any
+        device) or the batch's packing -> float (B, T, D) model input."""
         if frames.shape[-1] != self.offset.shape[0]:
             raise ValueError(
                 f"expected frames with {self.offset.shape[0]} features, got {tuple(frames.shape)}"
@@ -94,7 +95,11 @@ class InputTransform(nn.Module):
         if self.dequantize:
             x = x * DEQUANT_SCALE + DEQUANT_BIAS
         if num_frames is not None and x.ndim == 3:
-            mask = frame_mask(num_frames, x.shape[1], torch.bool).unsqueeze(-1)  # (B, T, 1)
+            if isinstance(num_frames, FramePacking):
+                mask = num_frames.frame_mask.unsqueeze(-1) > 0  # (B, T, 1)
+            else:
+                counts = num_frames.to(x.device, non_blocking=True)
+                mask = frame_mask(counts, x.shape[1], torch.bool).unsqueeze(-1)  # (B, T, 1)
             x = torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
         if self.reverse_whitening:
             x = (x - self.offset) * self.scale  # Eq. (11)

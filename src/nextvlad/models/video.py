@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from nextvlad.models.config import VideoModelConfig
 from nextvlad.models.output import ModelOutput
 from nextvlad.nn import LogisticClassifier, MoEClassifier, frame_mask, masked_mean
+from nextvlad.nn.packing import FramePacking
 
 
 class VideoModel(nn.Module):
@@ -28,7 +29,9 @@ class VideoModel(nn.Module):
     def regularized_parameters(self) -> list[Tensor]:
         return self.classifier.regularized_parameters()
 
-    def forward(self, features: Tensor, num_frames: Tensor | None = None) -> ModelOutput:
+    def forward(
+        self, features: Tensor, num_frames: Tensor | FramePacking | None = None
+    ) -> ModelOutput:
         """features: (B, D) video features, or (B, T, D) frames with num_frames (B,)."""
         dim = self.config.feature_dim
         if features.shape[-1] != dim or features.ndim not in (2, 3):
@@ -38,7 +41,9 @@ class VideoModel(nn.Module):
             )
         x = features
         if x.ndim == 3:
-            mask = None if num_frames is None else frame_mask(num_frames, x.shape[1], x.dtype)
+            mask: Tensor | FramePacking | None = num_frames
+            if isinstance(num_frames, Tensor):
+                mask = frame_mask(num_frames.to(x.device), x.shape[1], x.dtype)  # (B, T)
             x = masked_mean(x, mask)  # (B, D)
         if self.config.input_norm == "l2":
             x = F.normalize(x, p=2.0, dim=-1, eps=1e-6)  # tf.nn.l2_normalize, eps 1e-12 on x²

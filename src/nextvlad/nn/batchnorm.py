@@ -46,64 +46,89 @@ class BatchNorm(nn.BatchNorm1d):
         self.unbiased_update = unbiased_update
         self.sync = False  # statistics over all processes of the default group (DDP)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """x: (R, C); mask: (R,) 1 for rows that count in the training statistics."""
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, *, track: Tensor | None = None
+    ) -> Tensor:
+        """x: (R, C); mask: (R,) 1 for rows that count in the training statistics; track: ()
+        0 or 1, whether this batch may move the moving statistics at all (0 for a batch with
+        no real frame). A batch with no row that counts leaves the moving statistics as they
+        were. Nothing here reads a value back to the host."""
         if not self.training:
             return F.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
             )
         if self.sync and dist.is_available() and dist.is_initialized():
-            return self._synced(x, mask)
+            return self._synced(x, mask, track)
+        if mask is None and track is None and self.unbiased_update:
+            # PyTorch's own update is the unbiased one
+            return F.batch_norm(
+                x,
+                self.running_mean,
+                self.running_var,
+                self.weight,
+                self.bias,
+                True,
+                self.update_rate,
+                self.eps,
+            )
         if mask is None:
-            if self.unbiased_update:  # PyTorch's own update is the unbiased one
-                return F.batch_norm(
-                    x,
-                    self.running_mean,
-                    self.running_var,
-                    self.weight,
-                    self.bias,
-                    True,
-                    self.update_rate,
-                    self.eps,
-                )
             out = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
             with torch.no_grad():
                 var, mean = torch.var_mean(x.detach(), dim=0, correction=0)
-                self._update(mean, var, x.shape[0])
+                self._update(mean, var, x.shape[0], track)
             return out
         # Statistics over the real rows only.
         m = mask.to(x.dtype).unsqueeze(1)  # (R, 1)
-        count = m.sum().clamp_min(1.0)
-        mean = (x * m).sum(0) / count  # (C,)
+        count = m.sum()
+        mean = (x * m).sum(0) / count.clamp_min(1.0)  # (C,)
         centred = x - mean
-        var = (centred.square() * m).sum(0) / count  # biased, (C,)
+        var = (centred.square() * m).sum(0) / count.clamp_min(1.0)  # biased, (C,)
         out = centred * torch.rsqrt(var + self.eps) * self.weight + self.bias
         with torch.no_grad():
-            self._update(mean.detach(), var.detach(), count.detach())
+            self._update(mean.detach(), var.detach(), count.detach(), track)
         return out
 
-    def _synced(self, x: Tensor, mask: Tensor | None) -> Tensor:
+    def _synced(self, x: Tensor, mask: Tensor | None, track: Tensor | None) -> Tensor:
         from torch.distributed.nn.functional import all_reduce
 
         m = torch.ones_like(x[:, :1]) if mask is None else mask.to(x.dtype).unsqueeze(1)  # (R, 1)
         local = torch.cat([m.sum(0), (x * m).sum(0), (x.square() * m).sum(0)])  # (1 + 2C,)
         total = all_reduce(local)  # sum over processes, differentiable
         c = self.num_features
-        count = total[0].clamp_min(1.0)
-        mean = total[1 : 1 + c] / count  # (C,)
-        var = (total[1 + c :] / count - mean.square()).clamp_min(0.0)  # biased, (C,)
+        count = total[0]
+        mean = total[1 : 1 + c] / count.clamp_min(1.0)  # (C,)
+        var = (total[1 + c :] / count.clamp_min(1.0) - mean.square()).clamp_min(0.0)  # biased
         out = (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
         with torch.no_grad():
-            self._update(mean.detach(), var.detach(), count.detach())
+            self._update(mean.detach(), var.detach(), count.detach(), track)
         return out
 
-    def _update(self, mean: Tensor, biased_var: Tensor, n: Tensor | int) -> None:
+    def _update(
+        self, mean: Tensor, biased_var: Tensor, n: Tensor | int, track: Tensor | None
+    ) -> None:
+        """Move the moving statistics towards this batch's, by ``update_rate`` if ``n`` > 0
+        rows counted and ``track`` is not 0, else not at all (decided on the device)."""
         assert self.running_mean is not None and self.running_var is not None
-        var = biased_var
-        if self.unbiased_update:  # n / (n - 1), as a tensor so that torch.compile keeps one graph
+        if isinstance(n, int) and track is None:  # known on the host: plain Python numbers
+            if n == 0:
+                return
+            var = biased_var * (n / max(n - 1, 1)) if self.unbiased_update else biased_var
+            rate: float | Tensor = self.update_rate
+            step: int | Tensor = 1
+        else:  # a tensor weight, so that nothing waits on the device (and one graph compiles)
             count = torch.as_tensor(n, dtype=biased_var.dtype, device=biased_var.device)
-            var = biased_var * (count / (count - 1).clamp_min(1.0))
-        self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.update_rate)
-        self.running_var.lerp_(var.to(self.running_var.dtype), self.update_rate)
+            var = biased_var
+            if self.unbiased_update:  # n / (n - 1)
+                var = biased_var * (count / (count - 1).clamp_min(1.0))
+            gate = (count > 0).to(biased_var.dtype)
+            if track is not None:
+                gate = gate * track.to(biased_var.dtype)
+            rate = (gate * self.update_rate).to(self.running_mean.dtype)
+            step = gate.to(torch.int64)
+            # 0 * NaN is NaN: with no counted row the batch's statistics are 0/0 or garbage.
+            mean = torch.where(gate > 0, mean, torch.zeros_like(mean))
+            var = torch.where(gate > 0, var, torch.zeros_like(var))
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), rate)
+        self.running_var.lerp_(var.to(self.running_var.dtype), rate)
         if self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
+            self.num_batches_tracked.add_(step)

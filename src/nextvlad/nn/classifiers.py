@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nextvlad.nn._init import linear_xavier_
+from nextvlad.nn.linear import Linear
 from nextvlad.nn.nextvlad import check_positive
 
 
@@ -19,7 +20,7 @@ class LogisticClassifier(nn.Module):
     def __init__(self, dim: int, num_classes: int) -> None:
         super().__init__()
         check_positive("LogisticClassifier", dim=dim, num_classes=num_classes)
-        self.fc = nn.Linear(dim, num_classes)
+        self.fc = Linear(dim, num_classes)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -47,8 +48,8 @@ class MoEClassifier(nn.Module):
         check_positive("MoEClassifier", num_mixtures=num_mixtures)
         self.num_classes = num_classes
         self.num_mixtures = num_mixtures
-        self.gates = nn.Linear(dim, num_classes * (num_mixtures + 1), bias=False)
-        self.experts = nn.Linear(dim, num_classes * num_mixtures)
+        self.gates = Linear(dim, num_classes * (num_mixtures + 1), bias=False)
+        self.experts = Linear(dim, num_classes * num_mixtures)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -63,7 +64,8 @@ class MoEClassifier(nn.Module):
         """x: (B, F) -> logits (B, C)."""
         b = x.shape[0]
         m = self.num_mixtures
-        log_gates = F.log_softmax(self.gates(x).reshape(b, self.num_classes, m + 1), dim=-1)
+        gates = self.gates(x).reshape(b, self.num_classes, m + 1)
+        log_gates = F.log_softmax(gates, dim=-1)  # (B, C, M + 1)
         experts = self.experts(x).reshape(b, self.num_classes, m)  # (B, C, M)
         log_p = torch.logsumexp(log_gates[..., :m] + F.logsigmoid(experts), dim=-1)  # (B, C)
         log_not_p = torch.logsumexp(

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from nextvlad.nn._init import linear_variance_scaling_
 from nextvlad.nn.batchnorm import BatchNorm
+from nextvlad.nn.linear import Linear
 from nextvlad.nn.nextvlad import check_positive
 
 
@@ -17,7 +18,7 @@ class ContextGating(nn.Module):
         super().__init__()
         check_positive("ContextGating", dim=dim)
         self.dim = dim
-        self.fc = nn.Linear(dim, dim, bias=False)
+        self.fc = Linear(dim, dim, bias=False)
         self.bn = BatchNorm(dim)
         self.reset_parameters()
 
@@ -25,9 +26,9 @@ class ContextGating(nn.Module):
         linear_variance_scaling_(self.fc)
         self.bn.reset_parameters()
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: (B, F) -> (B, F)."""
-        return x * torch.sigmoid(self.bn(self.fc(x)))
+    def forward(self, x: Tensor, track: Tensor | None = None) -> Tensor:
+        """x: (B, F) -> (B, F); track: see ``BatchNorm.forward``."""
+        return x * torch.sigmoid(self.bn(self.fc(x), track=track))
 
 
 class SEContextGating(nn.Module):
@@ -45,9 +46,9 @@ class SEContextGating(nn.Module):
             raise ValueError(f"SEContextGating: reduction {reduction} leaves no units of {dim}")
         self.dim = dim
         self.reduction = reduction
-        self.fc1 = nn.Linear(dim, dim // reduction, bias=False)
+        self.fc1 = Linear(dim, dim // reduction, bias=False)
         self.bn = BatchNorm(dim // reduction, unbiased_update=True)
-        self.fc2 = nn.Linear(dim // reduction, dim, bias=False)
+        self.fc2 = Linear(dim // reduction, dim, bias=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -55,7 +56,7 @@ class SEContextGating(nn.Module):
         linear_variance_scaling_(self.fc2)
         self.bn.reset_parameters()
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: (B, F) -> (B, F)."""
-        gates = torch.relu(self.bn(self.fc1(x)))  # (B, F/r)
+    def forward(self, x: Tensor, track: Tensor | None = None) -> Tensor:
+        """x: (B, F) -> (B, F); track: see ``BatchNorm.forward``."""
+        gates = torch.relu(self.bn(self.fc1(x), track=track))  # (B, F/r)
         return x * torch.sigmoid(self.fc2(gates))  # (B, F)

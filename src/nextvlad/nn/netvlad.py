@@ -12,7 +12,9 @@ from torch import Tensor, nn
 
 from nextvlad.nn._init import linear_variance_scaling_, variance_scaling_
 from nextvlad.nn.batchnorm import BatchNorm
+from nextvlad.nn.linear import Linear
 from nextvlad.nn.nextvlad import L2_NORM_EPS, check_positive
+from nextvlad.nn.packing import FramePacking
 
 
 class NetVLAD(nn.Module):
@@ -33,7 +35,7 @@ class NetVLAD(nn.Module):
         self.num_clusters = num_clusters
         self.output_dim = dim * num_clusters
         self.reference_compat = reference_compat
-        self.assignment = nn.Linear(dim, num_clusters, bias=False)  # Eq. (2)
+        self.assignment = Linear(dim, num_clusters, bias=False)  # Eq. (2)
         self.assignment_bn = BatchNorm(num_clusters)
         self.anchors = nn.Parameter(torch.empty(dim, num_clusters))  # c_k
         self.reset_parameters()
@@ -43,12 +45,18 @@ class NetVLAD(nn.Module):
         variance_scaling_(self.anchors, fan_in=self.dim)
         self.assignment_bn.reset_parameters()
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """x: (B, M, N) frame features; mask: (B, M) 1 for real frames -> (B, N*K)."""
+    def forward(self, x: Tensor, mask: Tensor | FramePacking | None = None) -> Tensor:
+        """x: (B, M, N) frame features; mask: (B, M) 1 for real frames, or a packing ->
+        (B, N*K). Every frame is computed and the padded ones masked (no host work)."""
         b, m, n = x.shape
-        logits = self.assignment(x).reshape(b * m, self.num_clusters)  # (B*M, K)
+        track = None
+        if isinstance(mask, FramePacking):
+            track, mask = mask.has_frames, mask.frame_mask
+        elif mask is not None:
+            track = mask.sum() > 0  # (): a batch without a real frame moves no statistics
+        logits = self.assignment(x.reshape(b * m, n))  # (B*M, K)
         bn_mask = None if mask is None or self.reference_compat else mask.reshape(b * m)
-        logits = self.assignment_bn(logits, bn_mask)
+        logits = self.assignment_bn(logits, bn_mask, track=track)
         assign = F.softmax(logits.reshape(b, m, self.num_clusters), dim=-1)  # (B, M, K)
         if mask is not None:
             assign = assign * mask.unsqueeze(-1).to(assign.dtype)  # padded frames out

@@ -8,6 +8,8 @@ from torch import Tensor, nn
 
 from nextvlad.nn._init import linear_variance_scaling_, variance_scaling_
 from nextvlad.nn.batchnorm import BatchNorm
+from nextvlad.nn.linear import Linear, linear
+from nextvlad.nn.packing import FramePacking, as_packing
 
 # tf.nn.l2_normalize divides by sqrt(max(sum(x^2), 1e-12)), i.e. by max(||x||, 1e-6).
 L2_NORM_EPS = 1e-6
@@ -38,8 +40,9 @@ class NeXtVLAD(nn.Module):
             only real frames, so that padding changes nothing.
         folded: compute the same function with the expansion FC folded into the layers after
             it (see ``forward_folded``): fewer operations per frame, same parameters.
-        skip_padding: run the per-frame layers on the real frames only (given a mask), not
-            on the padded ones: the same result, less work on batches of unequal videos.
+        skip_padding: run the per-frame layers on the real frames only (given a mask or a
+            packing), not on the padded ones: the same result, less work on batches of
+            unequal videos.
     """
 
     def __init__(
@@ -71,9 +74,9 @@ class NeXtVLAD(nn.Module):
         self.skip_padding = skip_padding
 
         wide = expansion * dim
-        self.expand = nn.Linear(dim, wide)  # x -> ẋ
-        self.group_attention = nn.Linear(wide, groups)  # Eq. (7)
-        self.assignment = nn.Linear(wide, groups * num_clusters, bias=False)  # Eq. (6)
+        self.expand = Linear(dim, wide)  # x -> ẋ
+        self.group_attention = Linear(wide, groups)  # Eq. (7)
+        self.assignment = Linear(wide, groups * num_clusters, bias=False)  # Eq. (6)
         self.assignment_bn = BatchNorm(groups * num_clusters)
         self.anchors = nn.Parameter(torch.empty(self.group_dim, num_clusters))  # c_k, shared
         self.vlad_bn = BatchNorm(self.output_dim)
@@ -87,70 +90,44 @@ class NeXtVLAD(nn.Module):
         self.assignment_bn.reset_parameters()
         self.vlad_bn.reset_parameters()
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """x: (B, M, N) frame features; mask: (B, M) 1 for real frames -> (B, λN/G * K)."""
-        b, m, _ = x.shape
-        g, k, f = self.groups, self.num_clusters, self.group_dim
-        frames, rows, frame_mask = self._frames(x, mask)  # (R, N)
+    def forward(self, x: Tensor, mask: Tensor | FramePacking | None = None) -> Tensor:
+        """x: (B, M, N) frame features; mask: (B, M) 1 for real frames, or the batch's
+        :class:`FramePacking` (worked out on the host) -> (B, λN/G * K).
+
+        A mask on a device is copied to the host to skip the padded frames (the device waits);
+        pass a packing (``pack_frames``) to avoid that."""
+        frames = _Frames.of(self, x, mask)
         if self.folded:
-            return self._forward_folded(x, frames, rows, frame_mask)
-        x_dot = self.expand(frames)  # (R, λN)
-        logits = F.linear(x_dot, self._head_weight())  # (R, G*K + G): Eq. (6) and (7) at once
-        assign = self._assign(logits, frame_mask)  # (R, G*K)
-        assign = _unpack(assign, rows, b * m).reshape(b, m * g, k)  # (B, M*G, K)
-        a_sum = assign.sum(dim=1, keepdim=True)  # (B, 1, K)
-        x_tilde = _unpack(x_dot, rows, b * m).reshape(b, m * g, f)  # (B, M*G, λN/G)
-        vlad = torch.bmm(x_tilde.transpose(1, 2), assign)  # Eq. (5), (8): (B, λN/G, K)
+            return self._forward_folded(x, frames)
+        b, g, k, f = x.shape[0], self.groups, self.num_clusters, self.group_dim
+        x_dot = self.expand(frames.rows)  # (R, λN)
+        logits = linear(x_dot, self._head_weight())  # (R, G*K + G): Eq. (6) and (7) at once
+        assign = self._assign(logits, frames)  # (R, G*K)
+        vlad, a_sum = frames.sums(x_dot, assign, g, f, k)  # Eq. (5), (8): (B, λN/G, K), (B, 1, K)
         vlad = vlad - a_sum * self.anchors  # (B, λN/G, K)
         vlad = F.normalize(vlad, p=2.0, dim=1, eps=L2_NORM_EPS)  # intra-normalisation
-        vlad = vlad.reshape(b, f * k)  # (B, λN/G*K), index f*K + k
-        return self.vlad_bn(vlad)
-
-    def _frames(
-        self, x: Tensor, mask: Tensor | None
-    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """The frames the per-frame layers run on: (R, N) rows, their indices among the B*M
-        frames (None: all of them) and the mask still to apply to them (None: all real).
-
-        With ``skip_padding`` (and not ``reference_compat``, whose batch-norm statistics count
-        padded frames) only the real frames are kept: R = their number, and the results are
-        exactly those of masking, since a padded frame's assignment is zero either way and the
-        masked batch norm counts real frames only.
-        """
-        b, m, n = x.shape
-        flat = x.reshape(b * m, n)  # (B*M, N)
-        if mask is None:
-            return flat, None, None
-        flat_mask = mask.reshape(b * m)  # (B*M,)
-        if self.reference_compat:
-            return flat, None, flat_mask
-        if not self.skip_padding:
-            return flat, None, None if bool(flat_mask.all()) else flat_mask
-        rows = flat_mask.nonzero().squeeze(1)  # (R,)
-        if rows.numel() == b * m:
-            return flat, None, None
-        return flat.index_select(0, rows), rows, None  # (R, N)
+        return self.vlad_bn(vlad.reshape(b, f * k), track=frames.track)  # (B, λN/G*K), f*K + k
 
     def _head_weight(self) -> Tensor:
         """The soft-assignment and group-attention FCs stacked: one matmul over the frames
         instead of two, the second of which (G outputs) runs far below the machine's peak."""
         return torch.cat([self.assignment.weight, self.group_attention.weight])  # (G*K + G, λN)
 
-    def _assign(self, logits: Tensor, mask: Tensor | None) -> Tensor:
+    def _assign(self, logits: Tensor, frames: _Frames) -> Tensor:
         """logits: (R, G*K + G) soft-assignment logits then group-attention logits without
-        its bias; mask: (R,) or None -> (R, G*K): batch norm, softmax over clusters, times the
-        sigmoid group attention."""
+        its bias -> (R, G*K): batch norm, softmax over clusters, times the sigmoid group
+        attention (zero for padded frames)."""
         g, k = self.groups, self.num_clusters
-        logits, attention = logits.split([g * k, g], dim=1)  # (R, G*K), (R, G)
-        attention = torch.sigmoid(attention + self.group_attention.bias)  # Eq. (7)
-        if mask is not None:
-            attention = attention * mask.unsqueeze(-1).to(attention.dtype)  # Eq. (18)
-        bn_mask = None if mask is None or self.reference_compat else mask
-        logits = self.assignment_bn(logits, bn_mask)  # (R, G*K)
+        attention = torch.sigmoid(logits[:, g * k :] + self.group_attention.bias)  # Eq. (7)
+        if frames.mask is not None:
+            attention = attention * frames.mask.unsqueeze(-1).to(attention.dtype)  # Eq. (18)
+        # A contiguous copy: batch norm's backward is several times slower on a strided view.
+        logits = logits[:, : g * k].contiguous()  # (R, G*K)
+        logits = self.assignment_bn(logits, frames.bn_mask, track=frames.track)
         assign = F.softmax(logits.reshape(-1, g, k), dim=-1)  # Eq. (6): (R, G, K)
         return (assign * attention.unsqueeze(-1)).reshape(-1, g * k)  # α_g α_gk: (R, G*K)
 
-    def forward_folded(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward_folded(self, x: Tensor, mask: Tensor | FramePacking | None = None) -> Tensor:
         """The same function as ``forward``, with the expansion FC ẋ = W x + b folded away.
 
         The assignment logits and attention are linear in ẋ, so they are computed from x with
@@ -160,28 +137,24 @@ class NeXtVLAD(nn.Module):
         this costs N·G·K (assignment) + N·G·K (sums) multiply-adds instead of λN·N + λN·G·K
         + λN·K; per video it adds λN·N·K.
         """
-        frames, rows, frame_mask = self._frames(x, mask)  # (R, N)
-        return self._forward_folded(x, frames, rows, frame_mask)
+        return self._forward_folded(x, _Frames.of(self, x, mask))
 
-    def _forward_folded(
-        self, x: Tensor, frames: Tensor, rows: Tensor | None, frame_mask: Tensor | None
-    ) -> Tensor:
-        b, m, n = x.shape
+    def _forward_folded(self, x: Tensor, frames: _Frames) -> Tensor:
+        b, n = x.shape[0], x.shape[2]
         g, k, f = self.groups, self.num_clusters, self.group_dim
         w, bias = self.expand.weight, self.expand.bias  # (λN, N), (λN,)
         head = self._head_weight()  # (G*K + G, λN)
-        logits = F.linear(frames, head @ w, head @ bias)  # (R, G*K + G): Eq. (6) and (7)
-        assign = self._assign(logits, frame_mask)  # (R, G*K)
-        assign = _unpack(assign, rows, b * m).reshape(b, m, g * k)  # (B, M, G*K)
-        a_gk = assign.sum(dim=1).reshape(b, g, k)  # (B, G, K)
-        sums = torch.bmm(x.transpose(1, 2), assign)  # (B, N, G*K)
+        logits = linear(frames.rows, head @ w, head @ bias)  # (R, G*K + G): Eq. (6) and (7)
+        assign = self._assign(logits, frames)  # (R, G*K)
+        sums, a_sum = frames.sums(frames.rows, assign, 1, n, g * k)  # (B, N, G*K), (B, 1, G*K)
+        a_gk = a_sum.reshape(b, g, k)  # (B, G, K)
         sums = sums.reshape(b, n * g, k)  # (B, N*G, K), row n*G + g
         w_blocks = w.reshape(g, f, n).permute(1, 2, 0).reshape(f, n * g)  # (λN/G, N*G)
         vlad = torch.matmul(w_blocks, sums)  # Σ_g W_g Σ_i a_igk x_i: (B, λN/G, K)
         vlad = vlad + torch.matmul(bias.reshape(g, f).t(), a_gk)  # + Σ_g b_g a_gk
         vlad = vlad - a_gk.sum(dim=1, keepdim=True) * self.anchors  # Eq. (8): (B, λN/G, K)
         vlad = F.normalize(vlad, p=2.0, dim=1, eps=L2_NORM_EPS)  # intra-normalisation
-        return self.vlad_bn(vlad.reshape(b, f * k))  # (B, λN/G*K)
+        return self.vlad_bn(vlad.reshape(b, f * k), track=frames.track)  # (B, λN/G*K)
 
     def extra_repr(self) -> str:
         return (
@@ -191,9 +164,85 @@ class NeXtVLAD(nn.Module):
         )
 
 
-def _unpack(rows_values: Tensor, rows: Tensor | None, total: int) -> Tensor:
-    """(R, C) values of the real frames -> (total, C) with zeros at the padded frames."""
-    if rows is None:
-        return rows_values
-    out = rows_values.new_zeros(total, rows_values.shape[1])  # (B*M, C)
-    return out.index_copy(0, rows, rows_values)
+class _Frames:
+    """The frames a NeXtVLAD forward runs its per-frame layers on, and how to sum them.
+
+    ``rows``: (R, N) frame features; ``mask``: (R,) 1 for real rows, or None (all real), which
+    multiplies the group attention; ``bn_mask``: the rows that count in the soft-assignment
+    batch-norm statistics (None: all); ``track``: () 0 for a batch without a real frame, whose
+    statistics must not move the batch norms' moving averages (None: it has frames).
+
+    Three layouts, one function: every padded frame (no mask, or ``reference_compat``, or
+    ``skip_padding`` off, or while tracing for export); the real frames only, summed per video
+    by a matmul on each video's rows (a packing with exact ``sizes``, on the CPU in eager
+    mode); or the real frames and a row budget, summed by a gather into the padded layout and
+    one batched matmul (a packing with ``slots``: under ``torch.compile`` and on GPUs).
+    """
+
+    def __init__(
+        self,
+        rows: Tensor,
+        *,
+        batch: int,
+        length: int,
+        mask: Tensor | None = None,
+        bn_mask: Tensor | None = None,
+        track: Tensor | None = None,
+        packing: FramePacking | None = None,
+    ) -> None:
+        self.rows, self.batch, self.length = rows, batch, length
+        self.mask, self.bn_mask, self.track, self.packing = mask, bn_mask, track, packing
+
+    @classmethod
+    def of(cls, layer: NeXtVLAD, x: Tensor, mask: Tensor | FramePacking | None) -> _Frames:
+        b, m, n = x.shape
+        flat = x.reshape(b * m, n)  # (B*M, N)
+        if mask is None:
+            return cls(flat, batch=b, length=m)
+        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        packed = layer.skip_padding and not layer.reference_compat and not exporting
+        if packed and not isinstance(mask, FramePacking) and torch.compiler.is_compiling():
+            packed = False  # a mask tensor's real frames are not known while tracing
+        if packed:
+            packing = as_packing(mask, x)
+            assert packing is not None
+            rows = flat.index_select(0, packing.rows)  # (R_pad, N)
+            return cls(
+                rows,
+                batch=b,
+                length=m,
+                mask=packing.row_mask,
+                bn_mask=packing.row_mask,
+                track=packing.has_frames,
+                packing=packing,
+            )
+        frame_mask = mask.frame_mask if isinstance(mask, FramePacking) else mask
+        flat_mask = frame_mask.reshape(b * m)  # (B*M,)
+        track = mask.has_frames if isinstance(mask, FramePacking) else (flat_mask.sum() > 0)
+        bn_mask = None if layer.reference_compat else flat_mask
+        return cls(flat, batch=b, length=m, mask=flat_mask, bn_mask=bn_mask, track=track)
+
+    def sums(
+        self, values: Tensor, assign: Tensor, groups: int, dim: int, clusters: int
+    ) -> tuple[Tensor, Tensor]:
+        """Σ over each video's frames and groups of values ⊗ assignments.
+
+        values: (R, G*D) (group g in columns g*D..); assign: (R, G*K), zero at padded rows ->
+        (B, D, K) sums and (B, 1, K) the assignments' sums."""
+        b, t, g = self.batch, self.length, groups
+        packing = self.packing
+        if packing is not None and packing.slots is None:  # per video, on its own rows
+            sizes = list(packing.sizes)
+            per_video, totals = [], []
+            for v, a in zip(torch.split(values, sizes), torch.split(assign, sizes), strict=True):
+                a = a.reshape(-1, clusters)  # (n*G, K)
+                per_video.append(v.reshape(-1, dim).t() @ a)  # (D, K)
+                totals.append(a.sum(dim=0, keepdim=True))  # (1, K)
+            return torch.stack(per_video), torch.stack(totals)
+        if packing is not None:  # into the padded layout; padded frames read a zero row
+            assert packing.slots is not None
+            values = values.index_select(0, packing.slots)  # (B*T, G*D)
+            assign = assign.index_select(0, packing.slots)  # (B*T, G*K)
+        assign = assign.reshape(b, t * g, clusters)  # (B, T*G, K)
+        sums = torch.bmm(values.reshape(b, t * g, dim).transpose(1, 2), assign)  # (B, D, K)
+        return sums, assign.sum(dim=1, keepdim=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from nextvlad.nn.packing import FramePacking
+
 
 def frame_mask(num_frames: Tensor, max_frames: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """Eq. (19): (B, T) mask, 1 for frames i < num_frames (real frames), 0 for padding.
@@ -15,13 +17,14 @@ def frame_mask(num_frames: Tensor, max_frames: int, dtype: torch.dtype = torch.f
     return (steps.unsqueeze(0) < num_frames.unsqueeze(1)).to(dtype)  # (B, T)
 
 
-def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
-    """Mean over frames of x: (B, T, D) counting only mask: (B, T) == 1 -> (B, D).
-
-    A video with zero frames gets the zero vector.
+def masked_mean(x: Tensor, mask: Tensor | FramePacking | None) -> Tensor:
+    """Mean over frames of x: (B, T, D) counting only mask: (B, T) == 1 (or a packing's
+    frame mask) -> (B, D). A video with zero frames gets the zero vector.
     """
     if mask is None:
         return x.mean(dim=1)
+    if isinstance(mask, FramePacking):
+        mask = mask.frame_mask
     m = mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
     return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)  # (B, D)
 
@@ -36,6 +39,7 @@ class MeanPool(nn.Module):
         self.dim = dim
         self.output_dim = dim
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """x: (B, T, N) frame features; mask: (B, T) 1 for real frames -> (B, N)."""
+    def forward(self, x: Tensor, mask: Tensor | FramePacking | None = None) -> Tensor:
+        """x: (B, T, N) frame features; mask: (B, T) 1 for real frames, or a packing ->
+        (B, N)."""
         return masked_mean(x, mask)

@@ -20,8 +20,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-import nextvlad.training.loop as loop
+import nextvlad.training.run_folder as run_folder
 import nextvlad.training.state as state
+import nextvlad.training.step as step
 from nextvlad.checkpoint import load_model
 from nextvlad.cli import main
 from nextvlad.data import write_synthetic
@@ -82,7 +83,7 @@ def nan_loss_at(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Make the loss NaN at the given (1-based) calls of the training loss."""
 
     def install(*calls: int) -> None:
-        real = loop.yt8m_loss
+        real = step.yt8m_loss
         count = 0
 
         def loss(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
@@ -93,7 +94,7 @@ def nan_loss_at(monkeypatch: pytest.MonkeyPatch) -> Any:
                 terms["total"] = terms["total"] * float("nan")
             return terms
 
-        monkeypatch.setattr(loop, "yt8m_loss", loss)
+        monkeypatch.setattr(step, "yt8m_loss", loss)
 
     return install
 
@@ -222,7 +223,7 @@ def test_too_little_free_space_is_refused_before_training(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     usage = type("usage", (), {"total": 10**9, "used": 10**9 - 4096, "free": 4096})
-    monkeypatch.setattr(loop.shutil, "disk_usage", lambda path: usage)
+    monkeypatch.setattr(run_folder.shutil, "disk_usage", lambda path: usage)
     run = tmp_path / "run"
     assert _train(data / "train" / "*.tfrecord", run, "--max-steps", "2") == 1
     err = capsys.readouterr().err

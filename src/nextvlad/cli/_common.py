@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from nextvlad._args import positive_int
 
-def positive_int(text: str) -> int:
-    """argparse ``type=`` for a positive integer option."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not positive")
-    return value
+__all__ = ["evaluation_loader", "positive_int"]
 
 
 def evaluation_loader(

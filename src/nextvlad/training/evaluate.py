@@ -15,19 +15,26 @@ from nextvlad.errors import ConfigError, UsageError
 from nextvlad.losses import cross_entropy
 from nextvlad.metrics import YT8MMetrics
 from nextvlad.models import InputTransform, ModelOutput
+from nextvlad.nn import FramePacking
+from nextvlad.training.batches import REFERENCE_FRAMES, device_batch
 
 
 def model_inputs(
-    batch: Batch, transform: InputTransform, device: torch.device
-) -> tuple[Tensor, Tensor | None]:
-    """(features, num_frames) on ``device``: uint8 frames go through the input transform."""
-    if batch.frames is not None:
-        assert batch.num_frames is not None
-        num_frames = batch.num_frames.to(device, non_blocking=True)
-        frames = batch.frames.to(device, non_blocking=True)
-        return transform(frames, num_frames), num_frames
-    assert batch.features is not None
-    return batch.features.to(device, non_blocking=True), None
+    batch: Batch, transform: InputTransform, device: torch.device, *, pad_to: int | None = None
+) -> tuple[Tensor, FramePacking | None]:
+    """(features, packing) on ``device``: uint8 frames go through the input transform, with
+    the packing of their real frames worked out on the host (``device_batch``)."""
+    prepared = device_batch(batch, device, pad_to=pad_to)
+    if prepared.packing is None:
+        return prepared.inputs, None
+    return transform(prepared.inputs, prepared.packing), prepared.packing
+
+
+def reference_frames(model: nn.Module) -> int | None:
+    """300 for a reference-compatible model (the original pads every video to 300 frames,
+    and its batch-norm statistics and gate count them), else None."""
+    config = getattr(model, "config", None)
+    return REFERENCE_FRAMES if getattr(config, "reference_compat", False) else None
 
 
 def select_logits(out: ModelOutput, branch: int | None) -> Tensor:
@@ -55,6 +62,7 @@ def iter_predictions(
 ) -> Iterator[tuple[Batch, Tensor]]:
     """(batch, logits (B, C) float32 on the CPU) for each batch, the model in eval mode."""
     was_training = model.training
+    pad_to = reference_frames(model)
     model.eval()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     try:
@@ -62,9 +70,9 @@ def iter_predictions(
             for i, batch in enumerate(batches):
                 if max_batches is not None and i >= max_batches:
                     break
-                features, num_frames = model_inputs(batch, transform, device)
+                features, packing = model_inputs(batch, transform, device, pad_to=pad_to)
                 with autocast:
-                    out = model(features, num_frames)
+                    out = model(features, packing)
                 yield batch, select_logits(out, branch).float().cpu()
     finally:
         model.train(was_training)

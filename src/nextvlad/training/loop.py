@@ -1,9 +1,15 @@
-"""`nextvlad train`: the paper's recipe, on CPU, one GPU or many (torchrun, DDP).
+"""`nextvlad train`: the run loop around the training step, on CPU, one GPU or many (torchrun).
 
-Adam (lr 2e-4, epsilon 1e-8), learning rate x0.8 every 2M examples (staircase), each gradient
-tensor clipped to norm 1.0 separately, L2 1e-5 on the classifier, batch 80 per process; the
-mixture presets train with the distillation objective of Eq. (16). See
+The paper's recipe (Sec. 4.2) is the default: Adam (lr 2e-4, epsilon 1e-8), learning rate
+x0.8 every 2M examples (staircase), each gradient tensor clipped to norm 1.0 separately, L2
+1e-5 on the classifier, batch 80 per process; the mixture presets train with the
+distillation objective of Eq. (16). The step itself is ``nextvlad.training.step``; this
+module runs it over epochs and around it evaluates, writes checkpoints
+(``nextvlad.training.state``), logs and stops on signals. See
 ``nextvlad.training.distributed`` for the launch recipe.
+
+The loop reads what the device knows (each step's loss and whether it was finite) every
+``--log-every`` steps and before each evaluation, checkpoint and stop, never in between.
 """
 
 from __future__ import annotations
@@ -11,13 +17,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import signal
-import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import torch
@@ -29,7 +33,6 @@ from nextvlad.data import Batch, VideoDataset, detect_schema, resolve_files
 from nextvlad.data.errors import DataError, RecordError
 from nextvlad.data.schema import Schema
 from nextvlad.errors import ConfigError, NextVLADError, error_message
-from nextvlad.losses import yt8m_loss
 from nextvlad.metrics import YT8MMetrics
 from nextvlad.models import (
     FrameModelConfig,
@@ -41,18 +44,29 @@ from nextvlad.models import (
     load_eigenvalues,
 )
 from nextvlad.nn import BatchNorm, NeXtVLAD
+from nextvlad.training.batches import REFERENCE_FRAMES
 from nextvlad.training.distributed import (
     Context,
     all_ranks_have,
+    average_batch_norm_statistics,
+    gather_rng,
     setup,
     sum_over_ranks,
     teardown,
 )
-from nextvlad.training.evaluate import evaluate, model_inputs
+from nextvlad.training.evaluate import evaluate
 from nextvlad.training.events import EventWriter
 from nextvlad.training.optim import adam
 from nextvlad.training.options import TrainOptions, resume_command
 from nextvlad.training.progress import Progress
+from nextvlad.training.run_folder import (
+    RUN_OPTIONS,
+    TrainingError,
+    check_run_folder,
+    last_good,
+    warn_if_data_options_changed,
+)
+from nextvlad.training.signals import StopSignal, worker_init
 from nextvlad.training.state import (
     CHECKPOINTS,
     TrainerState,
@@ -60,29 +74,14 @@ from nextvlad.training.state import (
     checkpoint_size,
     latest_checkpoint,
     list_checkpoints,
-    remove_partial_checkpoints,
     restore_training_state,
     save_training_checkpoint,
 )
+from nextvlad.training.step import Recipe, TrainStep
 
 log = logging.getLogger("nextvlad.train")
-RUN_OPTIONS = "run.json"
-_WORKER_GRACE_S = 10  # seconds a DataLoader worker serves on after a SIGTERM from outside
-# Options that fix the data order and position: resuming with other values of these does not
-# continue the original run's data stream.
-_DATA_ORDER_OPTIONS = (
-    "train_data",
-    "batch_size",
-    "num_workers",
-    "shuffle_buffer",
-    "seed",
-    "bucket_by_length",
-    "max_frames",
-)
 
-
-class TrainingError(NextVLADError):
-    """Training cannot go on (a non-finite loss, an unusable run folder)."""
+__all__ = ["TrainingError", "check_data_fits", "train"]
 
 
 def check_data_fits(config: ModelConfig, schema: Schema, what: str) -> None:
@@ -102,32 +101,23 @@ def check_data_fits(config: ModelConfig, schema: Schema, what: str) -> None:
         )
 
 
-def learning_rate(options: TrainOptions, examples_seen: int) -> float:
-    """Staircase exponential decay: lr * decay ** floor(examples / decay_examples)."""
-    return options.learning_rate * options.lr_decay ** (examples_seen // options.lr_decay_examples)
-
-
-@torch.no_grad()
-def gradient_norms(parameters: list[nn.Parameter]) -> list[torch.Tensor]:
-    """The L2 norm of each gradient (of the parameters that have one)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    return list(torch._foreach_norm(grads)) if grads else []
-
-
-@torch.no_grad()
-def clip_each_gradient(
-    parameters: list[nn.Parameter], max_norm: float, norms: list[torch.Tensor] | None = None
-) -> None:
-    """TF's clip_by_norm on every gradient tensor separately: g * c / max(||g||, c).
-
-    ``norms``: the gradients' norms if already computed (``gradient_norms``)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads or max_norm <= 0:
-        return
-    if norms is None:
-        norms = list(torch._foreach_norm(grads))
-    factors = [max_norm / torch.clamp(n, min=max_norm) for n in norms]
-    torch._foreach_mul_(grads, factors)
+def recipe(options: TrainOptions, config: ModelConfig) -> Recipe:
+    """The step's settings from the options (the mixture's T and λ default to its preset's)."""
+    temperature, distill_weight = options.temperature, options.distill_weight
+    if isinstance(config, MixtureConfig):
+        temperature = temperature if temperature is not None else config.temperature
+        distill_weight = distill_weight if distill_weight is not None else config.distill_weight
+    return Recipe(
+        learning_rate=options.learning_rate,
+        lr_decay=options.lr_decay,
+        lr_decay_examples=options.lr_decay_examples,
+        clip_norm=options.clip_norm,
+        l2_penalty=options.l2_penalty,
+        temperature=temperature or 3.0,
+        distill_weight=distill_weight or 0.0,
+        precision=options.precision,
+        skip_nonfinite=options.skip_nonfinite,
+    )
 
 
 def _datasets(
@@ -185,13 +175,429 @@ def _transform(
     return InputTransform(dims, eigenvalues)
 
 
+def _loader_options(options: TrainOptions, seed_offset: int) -> dict[str, Any]:
+    """DataLoader arguments that keep the global torch RNG out of the data pipeline.
+
+    A DataLoader draws its workers' base seed from the global RNG on every ``iter()``: that
+    would shift the dropout stream by one draw at each epoch start, differently in a resumed
+    run. A generator of its own keeps the resumed run's dropout masks equal to the
+    uninterrupted run's. The workers leave SIGINT and SIGTERM to the main process.
+    """
+    generator = torch.Generator()
+    generator.manual_seed((options.seed + 0x9E3779B97F4A7C15 * (seed_offset + 1)) % 2**64)
+    return {"generator": generator, "worker_init_fn": worker_init}
+
+
+def train(options: TrainOptions) -> dict[str, Any]:
+    """Train as ``options`` say; returns a summary (steps, examples seen, last evaluation,
+    ``signal``: the number of the signal that stopped training early, else 0)."""
+    ctx = setup(options.device)
+    try:
+        with StopSignal() as stop:
+            return _Run(options, ctx, stop).run()
+    finally:
+        teardown()
+
+
+@dataclass
+class _Pending:
+    """A step the host has run but whose outcome the device has not reported yet."""
+
+    step: int  # its number, if every step since the last read was finite
+    epoch: int
+    batch: int  # its batch of the epoch (1-based)
+    examples: int  # global examples it trained on
+
+
+class _Run:
+    """One `nextvlad train` run: set up, epochs of steps, evaluation, checkpoints, the end."""
+
+    def __init__(self, options: TrainOptions, ctx: Context, stop: StopSignal) -> None:
+        self.options, self.ctx, self.stop = options, ctx, stop
+        self.run_dir = Path(options.out)
+        self.trainer = TrainerState()
+        self.pending: list[_Pending] = []
+        self.last_eval: dict[str, float] | None = None
+        self.last_loss = float("nan")
+        self.done_at: dict[str, int] = {}  # step at which logging, evaluation, saving last ran
+        self.stopped_by = 0
+        self.speed = [0, time.perf_counter()]  # examples and start time since the last log
+        self.events: EventWriter | None = None
+        self.batches: Iterator[Batch] | None = None
+
+    # Set-up.
+
+    def _build(self) -> None:
+        options, ctx = self.options, self.ctx
+        if options.deterministic:
+            if ctx.device.type == "cuda":  # cuBLAS needs this for deterministic matmuls
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(options.seed + ctx.rank)
+        self.config = get_config(options.preset, **dict(options.model_overrides))
+        self.train_set, self.eval_set, schema = _datasets(options, self.config)
+        self.transform = _transform(options, self.config, schema, ctx).to(ctx.device)
+        self.model = build_model(self.config).to(ctx.device)
+        for module in self.model.modules():
+            if isinstance(module, NeXtVLAD):
+                module.folded = options.folded
+            if isinstance(module, BatchNorm) and ctx.distributed and options.sync_batchnorm:
+                module.sync = True
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = adam(parameters, options.learning_rate, options.adam_epsilon)
+        self._prepare_run_folder()
+        net: nn.Module = self.model
+        if ctx.distributed:  # moving statistics stay per process, averaged when read
+            device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            net = DistributedDataParallel(net, device_ids=device_ids, broadcast_buffers=False)
+        reference = bool(getattr(self.config, "reference_compat", False))
+        self.step = TrainStep(
+            self.model,
+            self.transform,
+            self.optimizer,
+            recipe(options, self.config),
+            device=ctx.device,
+            net=net,
+            compile=options.compile,
+            max_frames=options.max_frames,
+            pad_to=REFERENCE_FRAMES if reference else None,
+        )
+        self.loader = self.train_set.loader(
+            options.batch_size,
+            num_workers=options.num_workers,
+            pin_memory=ctx.device.type == "cuda",
+            **_loader_options(options, 0),
+        )
+        self.events = EventWriter(self.run_dir / "tensorboard") if ctx.is_main else None
+        self.progress = Progress(options.max_steps, enabled=options.progress and ctx.is_main)
+
+    def _prepare_run_folder(self) -> None:
+        """Check the folder, resume from its newest checkpoint or refuse one that has some."""
+        options, ctx, run = self.options, self.ctx, self.run_dir
+        failure: NextVLADError | None = None
+        if ctx.is_main:  # only rank 0 writes; the others learn of a failure below
+            try:
+                size = checkpoint_size(self.model, self.optimizer)
+                check_run_folder(run, size, options.keep_checkpoints)
+            except NextVLADError as err:
+                failure = err
+        if not all_ranks_have(failure is None, ctx):
+            raise failure or TrainingError(f"rank 0 cannot use the run folder {run}")
+        checkpoint = latest_checkpoint(run) if options.resume else None
+        if options.resume and checkpoint is None and ctx.is_main:
+            log.warning("--resume: no checkpoint in %s yet, starting from scratch", run)
+        if checkpoint is not None:
+            check_checkpoint_fits(checkpoint, self.config, options.preset)
+            self.trainer = restore_training_state(
+                checkpoint, self.model, self.optimizer, rank=ctx.rank, device=ctx.device
+            )
+            if ctx.is_main:
+                warn_if_data_options_changed(run, options)
+                log.info("resuming from %s (step %d)", checkpoint, self.trainer.step)
+        elif list_checkpoints(run):
+            raise TrainingError(f"{run} already holds checkpoints: pass --resume, or another --out")
+        if ctx.is_main:
+            options.save(run / RUN_OPTIONS)
+        self.start_step = self.trainer.step
+        self.last_saved = self.trainer.step if checkpoint is not None else -1
+        self.saved_position = self._position()
+
+    def _position(self) -> tuple[int, int, int]:
+        t = self.trainer
+        return (t.step, t.epoch, t.batches_in_epoch)
+
+    # The run.
+
+    def run(self) -> dict[str, Any]:
+        self._build()
+        try:
+            done = (
+                self.options.max_steps is not None and self.trainer.step >= self.options.max_steps
+            )
+            while not done and (
+                self.options.epochs is None or self.trainer.epoch < self.options.epochs
+            ):
+                ended = self._epoch()
+                if ended in ("signal", "done"):
+                    break
+                self.trainer.epoch += 1
+                self.trainer.batches_in_epoch = 0
+            self._finish()
+        finally:
+            self._close()
+        return self._summary()
+
+    def _epoch(self) -> str:
+        """One pass over the data (resuming mid-epoch where the checkpoint was): "end" of the
+        data, "done" (--max-steps) or "signal"."""
+        self.train_set.set_epoch(self.trainer.epoch)
+        self.batches = iter(self.loader)
+        for _ in range(self.trainer.batches_in_epoch):  # resume mid-epoch: same order, skip
+            self._next_batch()
+        while True:
+            if self.stop.signum and not self.ctx.distributed:  # during evaluation or saving
+                self.stopped_by = self.stop.signum
+                return "signal"
+            batch = self._next_batch()
+            have, size, skipped, signalled = sum_over_ranks(
+                [
+                    float(batch is not None),
+                    len(batch or ()),
+                    self._skipped(batch),
+                    self.stop.signum,
+                ],
+                self.ctx,
+            )
+            if have < self.ctx.world_size:
+                return "end"
+            assert batch is not None
+            self._train_on(batch, int(size), int(skipped))
+            if signalled:
+                self.stopped_by = self.stop.signum or signal.SIGTERM
+                return "signal"
+            if self._reached_max_steps():
+                return "done"
+
+    @staticmethod
+    def _skipped(batch: Batch | None) -> int:
+        return 0 if batch is None else batch.num_skipped
+
+    def _next_batch(self) -> Batch | None:
+        """The next batch, None at the end of the epoch; data errors say where training is."""
+        assert self.batches is not None
+        try:
+            return next(self.batches, None)
+        except DataError as err:
+            hint = ""
+            if isinstance(err, RecordError):
+                hint = (
+                    "; pass --skip-corrupt to skip and count such records (with --resume to "
+                    "continue from the checkpoint)"
+                )
+            raise TrainingError(
+                f"{error_message(err)} (epoch {self.trainer.epoch}, after step "
+                f"{self.trainer.step}); {last_good(self.run_dir, self.last_saved)}{hint}"
+            ) from None
+
+    def _train_on(self, batch: Batch, examples: int, skipped: int) -> None:
+        """One step on ``batch`` (``examples`` over all processes), and what follows it."""
+        trainer, options = self.trainer, self.options
+        prepared = self.step.prepare(batch)
+        with self.step.sync_debug(options.sync_debug):
+            logits = self.step(prepared, trainer.examples_seen)
+        trainer.skipped_records += skipped
+        trainer.batches_in_epoch += 1
+        trainer.examples_seen += examples
+        trainer.step += 1
+        self.pending.append(
+            _Pending(trainer.step, trainer.epoch, trainer.batches_in_epoch, examples)
+        )
+        self.speed[0] += examples
+        if self._due(options.log_every, "log"):
+            self._log(logits, batch.labels)
+        lr = self.step.recipe.learning_rate_at(trainer.examples_seen)
+        self.progress.update(trainer.step, self._examples_per_s(), loss=self.last_loss, lr=lr)
+        if self._due(options.eval_every, "eval"):
+            self._evaluate()
+        if self._due(options.checkpoint_every, "checkpoint"):
+            self._save()
+
+    def _due(self, every: int, action: str) -> bool:
+        """Whether ``action`` (every ``every`` steps) is due after the step just done: its
+        number is a multiple of ``every`` once the device has said which steps were skipped
+        (read only when the optimistic count is one), and the action has not run at it."""
+        if not every or self.trainer.step % every:
+            return False
+        self._settle()
+        step = self.trainer.step
+        if step % every or self.done_at.get(action) == step:
+            return False
+        self.done_at[action] = step
+        return True
+
+    def _reached_max_steps(self) -> bool:
+        max_steps = self.options.max_steps
+        if max_steps is None or self.trainer.step < max_steps:
+            return False
+        self._settle()  # skipped steps do not count
+        return self.trainer.step >= max_steps
+
+    def _examples_per_s(self) -> float:
+        return self.speed[0] / max(time.perf_counter() - self.speed[1], 1e-9)
+
+    # What the device knows.
+
+    def _settle(self) -> None:
+        """Read the steps' outcomes from the device; stop on a non-finite one, or (with
+        --skip-nonfinite) count it and take it out of the step and example counts."""
+        records, pending = self.step.read(), self.pending
+        self.pending = []
+        trainer, skipped = self.trainer, 0
+        for record, where in zip(records, pending, strict=True):
+            if record.finite:
+                self.last_loss = record.loss
+                continue
+            number = where.step - skipped
+            what = f"loss ({record.loss})" if not math.isfinite(record.loss) else "gradient"
+            if not self.options.skip_nonfinite:
+                raise TrainingError(
+                    f"non-finite {what} at step {number} (epoch {where.epoch}, batch "
+                    f"{where.batch} of the epoch); training stopped; "
+                    f"{last_good(self.run_dir, self.last_saved)}: resume from it with --resume "
+                    "(e.g. with a lower --lr), or pass --skip-nonfinite to skip such batches"
+                )
+            skipped += 1
+            trainer.step -= 1
+            trainer.examples_seen -= where.examples
+            trainer.nonfinite_batches += 1
+            if self.ctx.is_main:
+                log.warning(
+                    "non-finite %s at step %d: batch skipped (--skip-nonfinite; %d so far)",
+                    what,
+                    number,
+                    trainer.nonfinite_batches,
+                )
+        if skipped and self.events is not None:
+            self.events.scalar("train/nonfinite_batches", trainer.nonfinite_batches, trainer.step)
+            self.events.flush()
+
+    def _log(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """TensorBoard scalars every --log-every steps: the loss, the batch's GAP, ..."""
+        if self.events is None:
+            self.speed = [0, time.perf_counter()]
+            return
+        step, events = self.trainer.step, self.events
+        metrics = YT8MMetrics(self.config.num_classes)
+        metrics.update(torch.sigmoid(logits.float()).cpu(), labels)
+        events.scalar("train/gap", float(metrics.compute()["gap"]), step)
+        events.scalar("train/loss", self.last_loss, step)
+        lr = self.step.recipe.learning_rate_at(self.trainer.examples_seen)
+        events.scalar("train/learning_rate", lr, step)
+        events.scalar("train/examples_per_second", self._examples_per_s(), step)
+        if self.trainer.skipped_records:
+            events.scalar("data/skipped_records", self.trainer.skipped_records, step)
+        events.flush()
+        self.speed = [0, time.perf_counter()]
+
+    # Evaluation and checkpoints.
+
+    def _evaluate(self) -> None:
+        if self.eval_set is None:
+            return
+        self._settle()
+        if not self.options.sync_batchnorm:
+            average_batch_norm_statistics(self.model, self.ctx)
+        result = _evaluate_all_ranks(
+            self.model, self.transform, self.eval_set, self.options, self.ctx, self.config
+        )
+        if result is not None and self.events is not None:
+            self.last_eval = result
+            for key in ("gap", "map", "hit_at_one", "perr", "loss"):
+                self.events.scalar(f"eval/{key}", result[key], self.trainer.step)
+            self.events.flush()
+            log.info("step %d eval: %s", self.trainer.step, _format(result))
+
+    def _save(self) -> None:
+        self._settle()
+        if not self.options.sync_batchnorm:
+            average_batch_norm_statistics(self.model, self.ctx)
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        finite = torch.stack([torch.isfinite(t).all() for t in tensors if t.is_floating_point()])
+        if not bool(finite.all()):  # one read, at checkpoint time
+            raise TrainingError(
+                f"the weights or batch-norm statistics are non-finite after step "
+                f"{self.trainer.step}; {last_good(self.run_dir, self.last_saved)}; resume from "
+                "it with --resume and a lower --lr"
+            )
+        rank_rng = gather_rng(self.ctx)
+        error: NextVLADError | None = None
+        if self.ctx.is_main:
+            try:
+                save_training_checkpoint(
+                    self.run_dir,
+                    model=self.model,
+                    config=self.config,
+                    transform=self.transform,
+                    optimizer=self.optimizer,
+                    trainer=self.trainer,
+                    preset=self.options.preset,
+                    keep=self.options.keep_checkpoints,
+                    rank_rng=rank_rng,
+                )
+            except NextVLADError as err:
+                error = err
+        if not all_ranks_have(error is None, self.ctx):  # also the barrier after the write
+            raise error or TrainingError("rank 0 could not write a checkpoint")
+        self.last_saved = self.trainer.step
+        self.saved_position = self._position()
+
+    def _finish(self) -> None:
+        """The last checkpoint, the resume hint after a signal, the final evaluation."""
+        self._settle()
+        options, trainer = self.options, self.trainer
+        if trainer.step != self.last_saved or (
+            self.stopped_by and self._position() != self.saved_position
+        ):
+            self._save()  # (a stop after skipped batches saves their position too)
+        if self.stopped_by and self.ctx.is_main:
+            log.warning(
+                "interrupted by %s at step %d (checkpoint %s); resume with: %s",
+                signal.Signals(self.stopped_by).name,
+                trainer.step,
+                self.run_dir / CHECKPOINTS / f"step-{trainer.step:08d}",
+                resume_command(options, distributed=self.ctx.distributed),
+            )
+        elif self.eval_set is not None and (
+            not options.eval_every or trainer.step % options.eval_every
+        ):
+            self._evaluate()
+        if self.events is not None:  # the final counts, whatever step they last changed at
+            if options.skip_corrupt:
+                self.events.scalar("data/skipped_records", trainer.skipped_records, trainer.step)
+            if options.skip_nonfinite:
+                self.events.scalar(
+                    "train/nonfinite_batches", trainer.nonfinite_batches, trainer.step
+                )
+
+    def _close(self) -> None:
+        """Progress line, event file, and the data loader's workers (released now, even
+        with an error on its way out, whose traceback would keep them alive)."""
+        if hasattr(self, "progress"):
+            self.progress.close()
+        if self.events is not None:
+            self.events.close()
+        self.batches = None
+        self.loader = None  # type: ignore[assignment]  # persistent workers live in the loader
+
+    def _summary(self) -> dict[str, Any]:
+        trainer, main = self.trainer, self.ctx.is_main
+        if main and trainer.skipped_records:
+            log.warning("skipped %d corrupt records (--skip-corrupt)", trainer.skipped_records)
+        if main and trainer.nonfinite_batches:
+            log.warning(
+                "skipped %d batches with a non-finite loss (--skip-nonfinite)",
+                trainer.nonfinite_batches,
+            )
+        return {
+            "run": str(self.run_dir),
+            "steps": trainer.step,
+            "steps_this_run": trainer.step - self.start_step,
+            "epochs_completed": trainer.epoch,
+            "examples_seen": trainer.examples_seen,
+            "skipped_records": trainer.skipped_records,
+            "nonfinite_batches": trainer.nonfinite_batches,
+            "eval": self.last_eval,
+            "signal": int(self.stopped_by),
+        }
+
+
 def _evaluate_all_ranks(
     model: nn.Module,
     transform: InputTransform,
     dataset: VideoDataset,
     options: TrainOptions,
     ctx: Context,
-    num_classes: int,
+    config: ModelConfig,
 ) -> dict[str, float] | None:
     loader = dataset.loader(
         options.batch_size, num_workers=min(options.num_workers, 2), **_loader_options(options, 1)
@@ -201,13 +607,13 @@ def _evaluate_all_ranks(
         transform,
         loader,
         ctx.device,
-        num_classes,
+        config.num_classes,
         max_batches=options.eval_max_batches,
         precision=options.precision,
     )
     if ctx.distributed:
         gathered: list[Any] = [None] * ctx.world_size
-        dist.all_gather_object(gathered, (metrics, loss_sum, count))
+        dist.all_gather_object(gathered, (metrics, loss_sum, count), group=ctx.host_group)
         if not ctx.is_main:
             return None
         metrics = gathered[0][0]
@@ -221,489 +627,6 @@ def _evaluate_all_ranks(
     result["loss"] = loss_sum / count
     result["num_videos"] = float(count)
     return result
-
-
-class _StopSignal:
-    """SIGINT/SIGTERM while training: finish the step, write a checkpoint, stop.
-
-    The handlers only set ``signum``; the loop looks at it after each step. A second signal
-    raises KeyboardInterrupt at once (checkpoints are atomic, so that is safe too). The
-    previous handlers are put back when training ends. Outside the main thread (where Python
-    cannot install handlers) nothing is installed.
-    """
-
-    def __init__(self) -> None:
-        self.signum = 0
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopSignal:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                previous = signal.signal(signum, self._handle)
-                self._previous[signum] = signal.SIG_DFL if previous is None else previous
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.signum:
-            raise KeyboardInterrupt
-        self.signum = signum
-        log.warning(
-            "%s: stopping after this step with a checkpoint (send it again to stop at once)",
-            signal.Signals(signum).name,
-        )
-
-
-def _worker_signals(worker_id: int) -> None:
-    """DataLoader workers leave SIGINT and SIGTERM to the main process (Ctrl-C, scancel and
-    torchrun signal the whole process group): it may still need a batch to finish its step,
-    then it shuts its workers down itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _worker_sigterm)
-
-
-def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM in a DataLoader worker.
-
-    From torch shutting the worker down (it sets the workers' ``done_event`` first) it ends
-    the worker as usual. Otherwise it comes from outside, to the whole process group: the
-    worker serves on, and quits quietly (exit 0) after ``_WORKER_GRACE_S`` if nobody has shut
-    it down by then, so that no process waits on it for ever.
-    """
-    while frame is not None and frame.f_code.co_name != "_worker_loop":
-        frame = frame.f_back
-    done = frame.f_locals.get("done_event") if frame is not None else None
-    if done is None or done.is_set():
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
-    signal.signal(signal.SIGALRM, lambda signum, frame: os._exit(0))
-    signal.alarm(_WORKER_GRACE_S)
-
-
-def _shut_down(batches: Iterator[Batch]) -> None:
-    """Stop a DataLoader iterator's worker processes now.
-
-    An error's traceback keeps the iterator alive, and with it the workers, until the
-    interpreter exits; torch then has no ``done_event`` set when it terminates them, which
-    ``_worker_sigterm`` would take for a signal from outside.
-    """
-    shutdown = getattr(batches, "_shutdown_workers", None)  # torch's, idempotent
-    if shutdown is not None:
-        shutdown()
-
-
-def _loader_options(options: TrainOptions, seed_offset: int) -> dict[str, Any]:
-    """DataLoader arguments that keep the global torch RNG out of the data pipeline.
-
-    A DataLoader draws its workers' base seed from the global RNG on every ``iter()``: that
-    would shift the dropout stream by one draw at each epoch start, differently in a resumed
-    run. A generator of its own keeps the resumed run's dropout masks equal to the
-    uninterrupted run's.
-    """
-    generator = torch.Generator()
-    generator.manual_seed((options.seed + 0x9E3779B97F4A7C15 * (seed_offset + 1)) % 2**64)
-    return {"generator": generator, "worker_init_fn": _worker_signals}
-
-
-def _size(num_bytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if num_bytes < 1024:
-            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
-        num_bytes /= 1024
-    return f"{num_bytes:.1f} TiB"
-
-
-def check_run_folder(run: Path, checkpoint_bytes: int, keep: int) -> None:
-    """Before the first step: the run folder can be written and has room for the checkpoints
-    (``keep`` of ``checkpoint_bytes`` each, plus one being written)."""
-    try:
-        for folder in (run, run / CHECKPOINTS):
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"ok")
-            probe.unlink()
-    except OSError as err:
-        raise TrainingError(f"cannot write to the run folder {run}: {err}") from None
-    remove_partial_checkpoints(run)
-    needed = checkpoint_bytes * max(1, keep + 1 - len(list_checkpoints(run)))
-    free = shutil.disk_usage(run).free
-    if free < needed:
-        raise TrainingError(
-            f"not enough free space in {run}: {_size(free)} free, the checkpoints need about "
-            f"{_size(needed)} more ({_size(checkpoint_bytes)} each, the newest {keep} kept "
-            "and one more while writing)"
-        )
-
-
-def _last_good(run: Path, last_saved: int) -> str:
-    if last_saved < 0:
-        return "no checkpoint was written yet"
-    return f"the last good checkpoint is {run / CHECKPOINTS / f'step-{last_saved:08d}'}"
-
-
-def _warn_if_data_options_changed(run: Path, options: TrainOptions) -> None:
-    """Resuming with another batch size, seed, ... does not continue the same data stream."""
-    path = run / RUN_OPTIONS
-    if not path.is_file():
-        return
-    try:
-        before = TrainOptions.load(path)
-    except ConfigError:
-        return
-    changed = [k for k in _DATA_ORDER_OPTIONS if getattr(before, k) != getattr(options, k)]
-    if changed:
-        log.warning(
-            "--resume with other %s than the run had: the data order and position differ "
-            "from the original run's",
-            ", ".join(changed),
-        )
-
-
-def _gather_rng(ctx: Context) -> dict[str, torch.Tensor] | None:
-    """Under DDP, every process's RNG states (for rank 0 to save); None otherwise."""
-    if not ctx.distributed:
-        return None
-    own = [torch.get_rng_state()]
-    if ctx.device.type == "cuda":
-        own.append(torch.cuda.get_rng_state(ctx.device))
-    gathered: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(gathered, own)
-    states: dict[str, torch.Tensor] = {}
-    for rank, found in enumerate(gathered):
-        states[f"rng.torch.rank{rank}"] = found[0]
-        if len(found) > 1:
-            states[f"rng.cuda.rank{rank}"] = found[1]
-    return states
-
-
-def train(options: TrainOptions) -> dict[str, Any]:
-    """Train as ``options`` say; returns a summary (steps, examples/s, last evaluation,
-    ``signal``: the number of the signal that stopped training early, else 0)."""
-    ctx = setup(options.device)
-    try:
-        with _StopSignal() as stop:
-            return _train(options, ctx, stop)
-    finally:
-        teardown()
-
-
-def _train(options: TrainOptions, ctx: Context, stop: _StopSignal) -> dict[str, Any]:
-    run = Path(options.out)
-    if options.deterministic:
-        if ctx.device.type == "cuda":  # cuBLAS needs this for deterministic matmuls
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-    torch.manual_seed(options.seed + ctx.rank)
-
-    overrides = dict(options.model_overrides)
-    config = get_config(options.preset, **overrides)
-    train_set, eval_set, schema = _datasets(options, config)
-    transform = _transform(options, config, schema, ctx).to(ctx.device)
-    model = build_model(config).to(ctx.device)
-    for module in model.modules():
-        if isinstance(module, NeXtVLAD):
-            module.folded = options.folded
-            # Skipping padded frames gives tensors of data-dependent size, which a compiled
-            # graph does not take; --bucket-by-length keeps the padding small instead.
-            module.skip_padding = not options.compile
-    regularized = model.regularized_parameters()  # type: ignore[operator]
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = adam(parameters, options.learning_rate, options.adam_epsilon)
-
-    failure: NextVLADError | None = None
-    if ctx.is_main:  # only rank 0 writes; the others learn of a failure below
-        try:
-            check_run_folder(run, checkpoint_size(model, optimizer), options.keep_checkpoints)
-        except NextVLADError as err:
-            failure = err
-    if not all_ranks_have(failure is None, ctx):
-        raise failure or TrainingError(f"rank 0 cannot use the run folder {run}")
-
-    trainer = TrainerState()
-    checkpoint = latest_checkpoint(run) if options.resume else None
-    if options.resume and checkpoint is None and ctx.is_main:
-        log.warning("--resume: no checkpoint in %s yet, starting from scratch", run)
-    if checkpoint is not None:
-        check_checkpoint_fits(checkpoint, config, options.preset)
-        trainer = restore_training_state(
-            checkpoint, model, optimizer, rank=ctx.rank, device=ctx.device
-        )
-        if ctx.is_main:
-            _warn_if_data_options_changed(run, options)
-            log.info("resuming from %s (step %d)", checkpoint, trainer.step)
-    elif list_checkpoints(run):
-        raise TrainingError(f"{run} already holds checkpoints: pass --resume, or another --out")
-    if ctx.is_main:
-        options.save(run / RUN_OPTIONS)
-
-    net: nn.Module = model
-    if ctx.distributed:
-        if options.sync_batchnorm:
-            for module in model.modules():
-                if isinstance(module, BatchNorm):
-                    module.sync = True
-        net = DistributedDataParallel(
-            net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
-        )
-    if options.compile:
-        net = torch.compile(net)  # type: ignore[assignment]
-
-    temperature = options.temperature
-    distill_weight = options.distill_weight
-    if isinstance(config, MixtureConfig):
-        temperature = temperature if temperature is not None else config.temperature
-        distill_weight = distill_weight if distill_weight is not None else config.distill_weight
-    autocast = torch.autocast(
-        ctx.device.type, dtype=torch.bfloat16, enabled=options.precision == "bf16"
-    )
-    loader = train_set.loader(
-        options.batch_size,
-        num_workers=options.num_workers,
-        pin_memory=ctx.device.type == "cuda",
-        **_loader_options(options, 0),
-    )
-    events = EventWriter(run / "tensorboard") if ctx.is_main else None
-    progress = Progress(options.max_steps, enabled=options.progress and ctx.is_main)
-    last_eval: dict[str, float] | None = None
-    last_saved = trainer.step if checkpoint is not None else -1
-    saved_position = (trainer.step, trainer.epoch, trainer.batches_in_epoch)
-    speed_examples, speed_time = 0, 0.0
-    done = options.max_steps is not None and trainer.step >= options.max_steps
-    start_step = trainer.step
-    stopped_by = 0
-    batches: Iterator[Batch] | None = None
-    net.train()
-
-    def save() -> None:
-        nonlocal last_saved, saved_position
-        finite = torch.stack([torch.isfinite(p).all() for p in parameters]).all()
-        if not bool(finite):
-            raise TrainingError(
-                f"the weights are non-finite after step {trainer.step}; "
-                f"{_last_good(run, last_saved)}; resume from it with --resume and a lower --lr"
-            )
-        rank_rng = _gather_rng(ctx)
-        error: NextVLADError | None = None
-        if ctx.is_main:
-            try:
-                save_training_checkpoint(
-                    run,
-                    model=model,
-                    config=config,
-                    transform=transform,
-                    optimizer=optimizer,
-                    trainer=trainer,
-                    preset=options.preset,
-                    keep=options.keep_checkpoints,
-                    rank_rng=rank_rng,
-                )
-            except NextVLADError as err:
-                error = err
-        if not all_ranks_have(error is None, ctx):  # also the barrier after rank 0's write
-            raise error or TrainingError("rank 0 could not write a checkpoint")
-        last_saved = trainer.step
-        saved_position = (trainer.step, trainer.epoch, trainer.batches_in_epoch)
-
-    def run_eval() -> None:
-        nonlocal last_eval
-        if eval_set is None:
-            return
-        result = _evaluate_all_ranks(model, transform, eval_set, options, ctx, config.num_classes)
-        if result is not None and events is not None:
-            last_eval = result
-            for key in ("gap", "map", "hit_at_one", "perr", "loss"):
-                events.scalar(f"eval/{key}", result[key], trainer.step)
-            events.flush()
-            log.info("step %d eval: %s", trainer.step, _format(result))
-
-    def next_batch(batches: Iterator[Batch]) -> Batch | None:
-        """The next batch, None at the end of the epoch; data errors say where training is."""
-        try:
-            return next(batches, None)
-        except DataError as err:
-            hint = ""
-            if isinstance(err, RecordError):
-                hint = (
-                    "; pass --skip-corrupt to skip and count such records (with --resume to "
-                    "continue from the checkpoint)"
-                )
-            raise TrainingError(
-                f"{error_message(err)} (epoch {trainer.epoch}, after step {trainer.step}); "
-                f"{_last_good(run, last_saved)}{hint}"
-            ) from None
-
-    try:
-        while not done and (options.epochs is None or trainer.epoch < options.epochs):
-            train_set.set_epoch(trainer.epoch)
-            batches = iter(loader)
-            for _ in range(trainer.batches_in_epoch):  # resume mid-epoch: same order, skip
-                next_batch(batches)
-            while True:
-                if stop.signum and not ctx.distributed:  # a signal during evaluation or saving
-                    stopped_by = stop.signum
-                    break
-                tick = time.perf_counter()
-                batch = next_batch(batches)
-                if not all_ranks_have(batch is not None, ctx):
-                    break
-                assert batch is not None
-                lr = learning_rate(options, trainer.examples_seen)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                buffers = (
-                    [b.detach().clone() for b in model.buffers()]
-                    if options.skip_nonfinite
-                    else None
-                )
-                features, num_frames = model_inputs(batch, transform, ctx.device)
-                labels = batch.labels.to(ctx.device, non_blocking=True)
-                with autocast:
-                    out = net(features, num_frames)
-                branch_logits = None if out.branch_logits is None else out.branch_logits.float()
-                terms = yt8m_loss(
-                    out.logits.float(),
-                    labels,
-                    branch_logits=branch_logits,
-                    temperature=temperature or 3.0,
-                    distill_weight=distill_weight or 0.0,
-                    l2_tensors=regularized,
-                    l2_weight=options.l2_penalty,
-                )
-                loss = terms["total"]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                norms = gradient_norms(parameters)
-                finite = torch.isfinite(loss.detach())
-                if norms:
-                    finite = finite & torch.isfinite(torch.stack(norms)).all()
-                loss_value, loss_ok = torch.stack([loss.detach().float(), finite.float()]).tolist()
-                global_batch, skipped, bad, signalled = sum_over_ranks(
-                    [len(batch), batch.num_skipped, float(not loss_ok), float(stop.signum)], ctx
-                )
-                trainer.skipped_records += int(skipped)
-                trainer.batches_in_epoch += 1
-                if bad:
-                    what = (
-                        f"loss ({loss_value})"
-                        if not math.isfinite(loss_value)
-                        else ("gradient" if not loss_ok else "loss on another process")
-                    )
-                    if not options.skip_nonfinite:
-                        raise TrainingError(
-                            f"non-finite {what} at step {trainer.step + 1} (epoch "
-                            f"{trainer.epoch}, batch {trainer.batches_in_epoch} of the epoch); "
-                            f"training stopped; {_last_good(run, last_saved)}: resume from it "
-                            "with --resume (e.g. with a lower --lr), or pass --skip-nonfinite "
-                            "to skip such batches"
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    if buffers is not None:  # the batch-norm statistics as they were
-                        with torch.no_grad():
-                            for buffer, before in zip(model.buffers(), buffers, strict=True):
-                                buffer.copy_(before)
-                    trainer.nonfinite_batches += 1
-                    if ctx.is_main:
-                        log.warning(
-                            "non-finite %s at step %d: batch skipped (--skip-nonfinite; %d so far)",
-                            what,
-                            trainer.step + 1,
-                            trainer.nonfinite_batches,
-                        )
-                    if events is not None:
-                        events.scalar(
-                            "train/nonfinite_batches", trainer.nonfinite_batches, trainer.step
-                        )
-                        events.flush()
-                else:
-                    clip_each_gradient(parameters, options.clip_norm, norms)
-                    optimizer.step()
-                    trainer.examples_seen += int(global_batch)
-                    trainer.step += 1
-                    elapsed = time.perf_counter() - tick
-                    speed_examples += int(global_batch)
-                    speed_time += elapsed
-                    examples_per_s = speed_examples / max(speed_time, 1e-9)
-                    progress.update(trainer.step, examples_per_s, loss=loss_value, lr=lr)
-                    if events is not None and trainer.step % options.log_every == 0:
-                        batch_metrics = YT8MMetrics(config.num_classes)
-                        batch_metrics.update(
-                            torch.sigmoid(out.logits.detach().float()).cpu(), batch.labels
-                        )
-                        events.scalar("train/loss", loss_value, trainer.step)
-                        events.scalar(
-                            "train/gap", float(batch_metrics.compute()["gap"]), trainer.step
-                        )
-                        events.scalar("train/learning_rate", lr, trainer.step)
-                        events.scalar("train/examples_per_second", examples_per_s, trainer.step)
-                        if trainer.skipped_records:
-                            events.scalar(
-                                "data/skipped_records", trainer.skipped_records, trainer.step
-                            )
-                        events.flush()
-                        speed_examples, speed_time = 0, 0.0
-                    if options.eval_every and trainer.step % options.eval_every == 0:
-                        run_eval()
-                    if trainer.step % options.checkpoint_every == 0:
-                        save()
-                if signalled:
-                    stopped_by = stop.signum or signal.SIGTERM
-                    break
-                if options.max_steps is not None and trainer.step >= options.max_steps:
-                    done = True
-                    break
-            if stopped_by:
-                break
-            if not done:
-                trainer.epoch += 1
-                trainer.batches_in_epoch = 0
-        position = (trainer.step, trainer.epoch, trainer.batches_in_epoch)
-        if trainer.step != last_saved or (stopped_by and position != saved_position):
-            save()  # (a stop after skipped batches saves their position too)
-        if stopped_by and ctx.is_main:
-            log.warning(
-                "interrupted by %s at step %d (checkpoint %s); resume with: %s",
-                signal.Signals(stopped_by).name,
-                trainer.step,
-                run / CHECKPOINTS / f"step-{trainer.step:08d}",
-                resume_command(options, distributed=ctx.distributed),
-            )
-        elif eval_set is not None and (not options.eval_every or trainer.step % options.eval_every):
-            run_eval()
-        if events is not None:  # the final counts, whatever step they last changed at
-            if options.skip_corrupt:
-                events.scalar("data/skipped_records", trainer.skipped_records, trainer.step)
-            if options.skip_nonfinite:
-                events.scalar("train/nonfinite_batches", trainer.nonfinite_batches, trainer.step)
-    finally:
-        progress.close()
-        if events is not None:
-            events.close()
-        if batches is not None:  # even with an error on its way out (see _shut_down)
-            _shut_down(batches)
-    summary: dict[str, Any] = {
-        "run": str(run),
-        "steps": trainer.step,
-        "steps_this_run": trainer.step - start_step,
-        "epochs_completed": trainer.epoch,
-        "examples_seen": trainer.examples_seen,
-        "skipped_records": trainer.skipped_records,
-        "nonfinite_batches": trainer.nonfinite_batches,
-        "eval": last_eval,
-        "signal": int(stopped_by),
-    }
-    if ctx.is_main and trainer.skipped_records:
-        log.warning("skipped %d corrupt records (--skip-corrupt)", trainer.skipped_records)
-    if ctx.is_main and trainer.nonfinite_batches:
-        log.warning(
-            "skipped %d batches with a non-finite loss (--skip-nonfinite)",
-            trainer.nonfinite_batches,
-        )
-    return summary
 
 
 def _format(result: dict[str, float]) -> str:

@@ -22,22 +22,37 @@ class ReferenceAdam(torch.optim.Adam):
     """``torch.optim.Adam`` whose ``eps`` means what TF1's ``epsilon`` means (see module doc).
 
     The TF epsilon is kept in each parameter group as ``tf_eps``; ``eps`` is rewritten from it
-    and the step count before each step, so a restored state dict resumes exactly.
+    and the step count before each step. The step count is kept on the host
+    (``steps_taken``), so that a step never reads the device's; it is read from the state
+    once when a state dict is loaded, so a restored optimizer resumes exactly. A step that the
+    fused kernel skipped on the device (``found_inf``, see ``nextvlad.training.step``) is
+    taken back with ``forget_steps`` once the host learns of it.
     """
 
     def __init__(self, params: Iterable[nn.Parameter], lr: float, eps: float, **kwargs: Any):
         super().__init__(params, lr=lr, eps=eps, **kwargs)
         for group in self.param_groups:
             group["tf_eps"] = eps
+        self.steps_taken = 0
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> Any:
+        t = self.steps_taken + 1
         for group in self.param_groups:
-            state = self.state.get(group["params"][0], {})
-            t = int(state["step"]) + 1 if "step" in state else 1
             beta2 = group["betas"][1]
             group["eps"] = group.get("tf_eps", group["eps"]) / math.sqrt(1.0 - beta2**t)
-        return super().step(closure)
+        result = super().step(closure)
+        self.steps_taken = t
+        return result
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        steps = [int(s["step"]) for s in self.state.values() if "step" in s]  # one read, here
+        self.steps_taken = max(steps, default=0)
+
+    def forget_steps(self, count: int) -> None:
+        """``count`` of the steps taken were skipped on the device: count them out."""
+        self.steps_taken = max(0, self.steps_taken - count)
 
 
 def adam(parameters: list[nn.Parameter], lr: float, eps: float) -> torch.optim.Adam:

@@ -1,108 +1,265 @@
-"""Training options: the paper's recipe as defaults (Sec. 4.2), saved with every run."""
+"""Training options: the paper's recipe as defaults (Sec. 4.2), defined once.
+
+Each field of :class:`TrainOptions` carries its default, its help text, the kind of value it
+takes and its `nextvlad train` flag (``option(...)``). From these come the command line
+(:func:`add_arguments`, :func:`from_args`), the validation of options built in Python
+(``__post_init__``), the run's ``run.json``, the command that resumes a run
+(:func:`resume_command`) and the options whose change on ``--resume`` alters the data order
+(:func:`data_order_changes`).
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
-import math
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nextvlad import _args
 from nextvlad.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16")
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    flag: str | None = None,
+    kind: _args.Kind | None = None,
+    data_order: bool = False,
+    **argparse_options: Any,
+) -> Any:
+    """A field of ``TrainOptions``. ``flag``: its `nextvlad train` flag (None: library only);
+    ``kind``: the values it takes (also checked in Python); ``data_order``: resuming with
+    another value does not continue the run's data stream; further keywords go to argparse
+    (``action``, ``nargs``, ``metavar``, ``choices``, ``required``)."""
+    metadata = {
+        "help": help,
+        "flag": flag,
+        "kind": kind,
+        "data_order": data_order,
+        "argparse": argparse_options,
+    }
+    if isinstance(default, list | dict):
+        return field(default_factory=type(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+_COMPILE_HELP = (
+    "torch.compile the forward pass and loss; padded frames are still skipped: frame counts "
+    "are padded to multiples of 32 and the packed frames to a row budget, so that only a few "
+    "shapes compile (one per bucket)"
+)
 
 
 @dataclass
 class TrainOptions:
     """Everything a run depends on; written to ``RUN_DIR/run.json`` before training starts."""
 
-    preset: str  # model preset name (`nextvlad list-models`)
-    train_data: list[str]  # TFRecord files or globs
-    out: str  # run folder
-    eval_data: list[str] = field(default_factory=list)  # evaluated every eval_every steps
-    model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"num_classes": 25}
-    eigenvals: str | None = None  # PCA eigenvalues (.npy) for reverse whitening; "none": off
-    # Optimisation (paper: Adam 2e-4, x0.8 every 2M examples, batch 80 a GPU, clip 1.0, L2 1e-5)
-    batch_size: int = 80  # per process
-    learning_rate: float = 2e-4
-    lr_decay: float = 0.8  # staircase factor...
-    lr_decay_examples: int = 2_000_000  # ...every this many (global) examples
-    adam_epsilon: float = 1e-8
-    clip_norm: float = 1.0  # each gradient tensor clipped to this norm separately; 0: off
-    skip_nonfinite: bool = False  # skip (and count) batches with a non-finite loss, not stop
-    l2_penalty: float = 1e-5  # on the classifier's weights and biases
-    temperature: float | None = None  # mixture distillation T (None: the preset's)
-    distill_weight: float | None = None  # mixture distillation λ (None: the preset's)
+    preset: str = option(help="model preset (nextvlad list-models)", flag="--preset", required=True)
+    train_data: list[str] = option(
+        help="training TFRecords", flag="--train-data", nargs="+", metavar="GLOB", required=True
+    )
+    out: str = option(
+        help="run folder (options, checkpoints, TensorBoard)", flag="--out", required=True
+    )
+    eval_data: list[str] = option(
+        [], help="evaluation TFRecords", flag="--eval-data", nargs="+", metavar="GLOB"
+    )
+    model_overrides: dict[str, Any] = option(
+        {},
+        help="override a preset option, e.g. --set num_classes=25",
+        flag="--set",
+        kind=_args.OVERRIDE,
+        action="append",
+        metavar="KEY=VALUE",
+    )
+    eigenvals: str | None = option(
+        None,
+        help="PCA eigenvalues .npy for reverse whitening of rgb frames (Google's "
+        "yt8m_pca/eigenvals.npy); 'none' to train without it and without a warning",
+        flag="--eigenvals",
+    )
     # Length of training
-    epochs: int | None = None  # stop after this many passes over the data...
-    max_steps: int | None = None  # ...or this many steps (whichever comes first)
+    epochs: int | None = option(
+        None, help="passes over the training data", flag="--epochs", kind=_args.POSITIVE_INT
+    )
+    max_steps: int | None = option(
+        None, help="stop after this many steps", flag="--max-steps", kind=_args.POSITIVE_INT
+    )
+    # Optimisation (paper: Adam 2e-4, x0.8 every 2M examples, batch 80 a GPU, clip 1.0, L2 1e-5)
+    batch_size: int = option(
+        80,
+        help="per process (default 80)",
+        flag="--batch-size",
+        kind=_args.POSITIVE_INT,
+        data_order=True,
+    )
+    learning_rate: float = option(
+        2e-4, help="initial learning rate (2e-4)", flag="--lr", kind=_args.POSITIVE_FLOAT
+    )
+    lr_decay: float = option(
+        0.8, help="staircase decay factor (0.8)", flag="--lr-decay", kind=_args.DECAY_FACTOR
+    )
+    lr_decay_examples: int = option(
+        2_000_000,
+        help="examples between decays (2M; the final submission used 2.5M and 0.9)",
+        flag="--lr-decay-examples",
+        kind=_args.POSITIVE_INT,
+    )
+    clip_norm: float = option(
+        1.0,
+        help="per-tensor gradient norm clip (1.0)",
+        flag="--clip-norm",
+        kind=_args.NON_NEGATIVE_FLOAT,
+    )
+    l2_penalty: float = option(
+        1e-5, help="L2 penalty on the classifier (1e-5)", flag="--l2", kind=_args.NON_NEGATIVE_FLOAT
+    )
+    temperature: float | None = option(
+        None,
+        help="mixture distillation temperature T",
+        flag="--temperature",
+        kind=_args.POSITIVE_FLOAT,
+    )
+    distill_weight: float | None = option(
+        None,
+        help="mixture distillation weight λ",
+        flag="--distill-weight",
+        kind=_args.NON_NEGATIVE_FLOAT,
+    )
+    adam_epsilon: float = option(
+        1e-8, help="Adam's epsilon, as TF1 places it", kind=_args.POSITIVE_FLOAT
+    )
     # Evaluation, checkpoints, logging
-    eval_every: int = 1000  # steps; 0: only at the end
-    eval_max_batches: int | None = None  # cap evaluation cost during training
-    checkpoint_every: int = 1000  # steps; a checkpoint is always written at the end
-    keep_checkpoints: int = 3
-    log_every: int = 10  # steps between TensorBoard scalars
-    resume: bool = False  # continue from the newest checkpoint in `out`
+    eval_every: int = option(
+        1000,
+        help="steps between evaluations (0: end)",
+        flag="--eval-every",
+        kind=_args.NON_NEGATIVE_INT,
+    )
+    eval_max_batches: int | None = option(
+        None, help="cap evaluation cost during training", kind=_args.POSITIVE_INT
+    )
+    checkpoint_every: int = option(
+        1000,
+        help="steps between checkpoints",
+        flag="--checkpoint-every",
+        kind=_args.POSITIVE_INT,
+    )
+    keep_checkpoints: int = option(3, help="newest checkpoints kept", kind=_args.POSITIVE_INT)
+    log_every: int = option(
+        10,
+        help="steps between reads of the loss from the device: TensorBoard scalars, the "
+        "progress line's loss, and the check for a non-finite loss, which is therefore "
+        "noticed up to this many steps late (10)",
+        flag="--log-every",
+        kind=_args.POSITIVE_INT,
+    )
+    resume: bool = option(
+        False,
+        help="continue from the newest checkpoint in --out",
+        flag="--resume",
+        action="store_true",
+    )
     # Data
-    max_frames: int = 300
-    num_workers: int = 2
-    shuffle_buffer: int = 256
-    skip_corrupt: bool = False  # skip and count corrupt records instead of stopping
-    bucket_by_length: bool = False  # batches of videos of similar length (less padding)
+    max_frames: int = option(
+        300, help="frames a video is cut to", kind=_args.POSITIVE_INT, data_order=True
+    )
+    num_workers: int = option(
+        2,
+        help="data loader processes (2)",
+        flag="--num-workers",
+        kind=_args.NON_NEGATIVE_INT,
+        data_order=True,
+    )
+    shuffle_buffer: int = option(
+        256,
+        help="videos each data shard holds for shuffling (256; a frame-level video is ~200 KB)",
+        flag="--shuffle-buffer",
+        kind=_args.POSITIVE_INT,
+        data_order=True,
+    )
+    skip_corrupt: bool = option(
+        False,
+        help="skip corrupt records, count them and report the count at the end and in "
+        "TensorBoard (data/skipped_records), instead of stopping at the first",
+        flag="--skip-corrupt",
+        action="store_true",
+    )
+    skip_nonfinite: bool = option(
+        False,
+        help="skip a batch whose loss or gradient is not finite (no update), count it and "
+        "report the count (train/nonfinite_batches), instead of stopping",
+        flag="--skip-nonfinite",
+        action="store_true",
+    )
+    bucket_by_length: bool = option(
+        False,
+        help="batch videos of similar length together (less time on padded frames)",
+        flag="--bucket-by-length",
+        action="store_true",
+        data_order=True,
+    )
     # Execution
-    seed: int = 0
-    device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast)
-    compile: bool = False  # torch.compile the model
-    folded: bool = False  # NeXtVLAD with the expansion FC folded away (same function, faster)
-    sync_batchnorm: bool = False  # with DDP: batch statistics over all processes
-    deterministic: bool = False  # torch.use_deterministic_algorithms
-    progress: bool = True  # progress bar on stderr (rank 0)
+    seed: int = option(
+        0, help="seed of weights and data order", flag="--seed", kind=_args.SEED, data_order=True
+    )
+    device: str = option(
+        "auto",
+        help="auto (GPU when present), cpu, cuda, cuda:N",
+        flag="--device",
+        kind=_args.DEVICE,
+    )
+    precision: str = option("fp32", help="bf16: autocast", flag="--precision", choices=PRECISIONS)
+    compile: bool = option(False, help=_COMPILE_HELP, flag="--compile", action="store_true")
+    folded: bool = option(
+        False,
+        help="NeXtVLAD with the expansion FC folded into the layers after it: the same "
+        "function with fewer operations per frame (see docs/performance.md)",
+        flag="--folded",
+        action="store_true",
+    )
+    sync_batchnorm: bool = option(
+        False,
+        help="with DDP: global batch statistics",
+        flag="--sync-batchnorm",
+        action="store_true",
+    )
+    deterministic: bool = option(
+        False,
+        help="deterministic algorithms only (torch.use_deterministic_algorithms): a resumed "
+        "run then ends with the weights of an uninterrupted one",
+        flag="--deterministic",
+        action="store_true",
+    )
+    sync_debug: bool = option(
+        False,
+        help="CUDA: stop with an error if a training step makes the host wait for the GPU "
+        "(torch.cuda.set_sync_debug_mode('error')), a check for a step that should never wait",
+        flag="--sync-debug",
+        action="store_true",
+    )
+    progress: bool = option(
+        True, help="no progress bar", flag="--no-progress", action="store_false"
+    )
 
     def __post_init__(self) -> None:
-        for name in (
-            "learning_rate",
-            "lr_decay",
-            "adam_epsilon",
-            "clip_norm",
-            "l2_penalty",
-            "temperature",
-            "distill_weight",
-        ):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise ConfigError(f"{name.replace('_', ' ')} must be finite, got {value}")
-        if self.temperature is not None and self.temperature <= 0:
-            raise ConfigError(f"temperature must be positive, got {self.temperature}")
-        if self.distill_weight is not None and self.distill_weight < 0:
-            raise ConfigError(f"distill weight must be >= 0, got {self.distill_weight}")
-        if self.adam_epsilon <= 0:
-            raise ConfigError(f"adam epsilon must be positive, got {self.adam_epsilon}")
-        if not 0 <= self.seed < 2**63:
-            raise ConfigError(f"seed must be in [0, 2**63), got {self.seed}")
-        if self.shuffle_buffer <= 0:
-            raise ConfigError(f"shuffle buffer must be positive, got {self.shuffle_buffer}")
-        if self.batch_size <= 0:
-            raise ConfigError(f"batch size must be positive, got {self.batch_size}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning rate must be positive, got {self.learning_rate}")
-        if not 0 < self.lr_decay <= 1:
-            raise ConfigError(f"lr decay must be in (0, 1], got {self.lr_decay}")
-        if self.lr_decay_examples <= 0:
-            raise ConfigError("lr decay examples must be positive")
-        if self.clip_norm < 0 or self.l2_penalty < 0:
-            raise ConfigError("clip norm and L2 penalty must be >= 0")
+        for f in dataclasses.fields(self):
+            kind: _args.Kind | None = f.metadata["kind"]
+            value = getattr(self, f.name)
+            if kind is None or value is None or f.name == "model_overrides":
+                continue
+            try:
+                kind.check(value)
+            except ValueError as err:
+                raise ConfigError(f"{_name(f)}: {err}") from None
         if self.epochs is None and self.max_steps is None:
             raise ConfigError("give --epochs or --max-steps")
-        for name in ("epochs", "max_steps", "checkpoint_every", "log_every", "max_frames"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"{name.replace('_', ' ')} must be positive, got {value}")
-        if self.eval_every < 0 or self.num_workers < 0 or self.keep_checkpoints < 1:
-            raise ConfigError("eval every and workers must be >= 0, keep checkpoints >= 1")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
@@ -122,65 +279,80 @@ class TrainOptions:
             raise ConfigError(f"{path}: unreadable run options ({err})") from None
 
 
-# TrainOptions field -> its `nextvlad train` flag (fields without one are library-only).
-CLI_FLAGS = {
-    "preset": "--preset",
-    "train_data": "--train-data",
-    "eval_data": "--eval-data",
-    "out": "--out",
-    "model_overrides": "--set",
-    "eigenvals": "--eigenvals",
-    "batch_size": "--batch-size",
-    "learning_rate": "--lr",
-    "lr_decay": "--lr-decay",
-    "lr_decay_examples": "--lr-decay-examples",
-    "clip_norm": "--clip-norm",
-    "skip_nonfinite": "--skip-nonfinite",
-    "l2_penalty": "--l2",
-    "temperature": "--temperature",
-    "distill_weight": "--distill-weight",
-    "epochs": "--epochs",
-    "max_steps": "--max-steps",
-    "eval_every": "--eval-every",
-    "checkpoint_every": "--checkpoint-every",
-    "resume": "--resume",
-    "num_workers": "--num-workers",
-    "shuffle_buffer": "--shuffle-buffer",
-    "skip_corrupt": "--skip-corrupt",
-    "bucket_by_length": "--bucket-by-length",
-    "seed": "--seed",
-    "device": "--device",
-    "precision": "--precision",
-    "compile": "--compile",
-    "folded": "--folded",
-    "sync_batchnorm": "--sync-batchnorm",
-    "deterministic": "--deterministic",
-    "progress": "--no-progress",
-}
+def _name(f: dataclasses.Field[Any]) -> str:
+    flag = f.metadata["flag"]
+    return str(flag) if flag else f.name.replace("_", " ")
+
+
+def _cli_fields() -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(TrainOptions) if f.metadata["flag"]]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `nextvlad train` flags, one for each option that has one."""
+    for f in _cli_fields():
+        extra = dict(f.metadata["argparse"])
+        kind = f.metadata["kind"]
+        if kind is not None:
+            extra["type"] = kind
+        action = extra.get("action")
+        if action not in ("store_true", "store_false") and "choices" not in extra:
+            extra.setdefault("metavar", f.metadata["flag"].lstrip("-").upper().replace("-", "_"))
+        if action == "append":
+            extra["default"] = []
+        elif action not in ("store_true", "store_false"):
+            extra["default"] = None if extra.get("required") else _default(f)
+        parser.add_argument(f.metadata["flag"], dest=f.name, help=f.metadata["help"], **extra)
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def from_args(args: argparse.Namespace) -> TrainOptions:
+    """The options of a parsed `nextvlad train` command line (``ConfigError`` if wrong)."""
+    values = {f.name: getattr(args, f.name) for f in _cli_fields()}
+    values["model_overrides"] = dict(values["model_overrides"])
+    for name in ("train_data", "eval_data"):
+        values[name] = list(values[name])
+    return TrainOptions(**values)
+
+
+def data_order_changes(before: TrainOptions, now: TrainOptions) -> list[str]:
+    """The options that fix the data order and position and differ between two runs."""
+    return [
+        f.name
+        for f in dataclasses.fields(TrainOptions)
+        if f.metadata["data_order"] and getattr(before, f.name) != getattr(now, f.name)
+    ]
 
 
 def resume_command(options: TrainOptions, *, distributed: bool = False) -> str:
     """The `nextvlad train` command line that continues the run ``options`` describe (its
     non-default options and --resume), quoted for a POSIX shell; under torchrun it starts with
     ``torchrun ... -m nextvlad train``, the dots standing for the run's launch options."""
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
-    defaults.update(eval_data=[], model_overrides={})
     argv = ["torchrun", "...", "-m", "nextvlad", "train"] if distributed else ["nextvlad", "train"]
-    for name, flag in CLI_FLAGS.items():
-        value = getattr(options, name)
-        if name == "resume":
+    for f in _cli_fields():
+        value = getattr(options, f.name)
+        flag = f.metadata["flag"]
+        required = f.metadata["argparse"].get("required", False)
+        if f.name == "resume" or (not required and (value is None or value == _default(f))):
             continue
-        required = name in ("preset", "train_data", "out")
-        if not required and (value is None or value == defaults.get(name)):
-            continue
-        if isinstance(value, bool):  # store_true flags; --no-progress for progress=False
-            argv.append(flag)
-        elif isinstance(value, list):
-            argv += [flag, *map(str, value)]
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                text = item if isinstance(item, str) else json.dumps(item)
-                argv += [flag, f"{key}={text}"]
-        else:
-            argv += [flag, str(value)]
+        argv += _flag_words(flag, value)
     return shlex.join([*argv, "--resume"])
+
+
+def _flag_words(flag: str, value: Any) -> list[str]:
+    if isinstance(value, bool):  # store_true flags, and --no-progress for progress=False
+        return [flag]
+    if isinstance(value, list):
+        return [flag, *map(str, value)]
+    if isinstance(value, dict):
+        words: list[str] = []
+        for key, item in value.items():
+            text = item if isinstance(item, str) else json.dumps(item)
+            words += [flag, f"{key}={text}"]
+        return words
+    return [flag, str(value)]

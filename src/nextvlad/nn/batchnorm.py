@@ -73,6 +73,8 @@ class BatchNorm(nn.BatchNorm1d):
             )
         if mask is None:
             out = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+            if x.shape[0] == 0:  # no row (a batch without frames): nothing to count
+                return out
             with torch.no_grad():
                 var, mean = torch.var_mean(x.detach(), dim=0, correction=0)
                 self._update(mean, var, x.shape[0], track)

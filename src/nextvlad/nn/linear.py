@@ -43,7 +43,8 @@ _OP = _onednn_op()
 
 
 def _mm(a: Tensor, w: Tensor) -> Tensor:
-    """a @ w.T by oneDNN (a: (M, K), w: (N, K); either may be a transposed view)."""
+    """a @ w.T by oneDNN (a: (M, K), w: (N, K); each contiguous or the transpose of a
+    contiguous matrix)."""
     return _OP(a, w, None, "none", [], "")
 
 
@@ -52,6 +53,9 @@ class _OneDNNLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        # oneDNN's products of strided operands (a column slice of the features) fall back
+        # to a reference kernel that is 1000s of times slower: give it plain layouts.
+        x, weight = x.contiguous(), weight.contiguous()
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         return _OP(x, weight, bias, "none", [], "")

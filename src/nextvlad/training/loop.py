@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from nextvlad.checkpoint import load_state
 from nextvlad.data import Batch, VideoDataset, detect_schema, resolve_files
 from nextvlad.data.errors import DataError, RecordError
 from nextvlad.data.schema import Schema
@@ -74,6 +75,7 @@ from nextvlad.training.state import (
     checkpoint_size,
     latest_checkpoint,
     list_checkpoints,
+    resolve_model_dir,
     restore_training_state,
     save_training_checkpoint,
 )
@@ -296,11 +298,22 @@ class _Run:
                 log.info("resuming from %s (step %d)", checkpoint, self.trainer.step)
         elif list_checkpoints(run):
             raise TrainingError(f"{run} already holds checkpoints: pass --resume, or another --out")
+        elif options.init_from:
+            self._init_weights(options.init_from)
         if ctx.is_main:
             options.save(run / RUN_OPTIONS)
         self.start_step = self.trainer.step
         self.last_saved = self.trainer.step if checkpoint is not None else -1
         self.saved_position = self._position()
+
+    def _init_weights(self, source: str) -> None:
+        """--init-from: the weights (and batch-norm statistics) of another checkpoint."""
+        folder = resolve_model_dir(source)
+        hint = "give --preset and --set options that describe the checkpoint's model"
+        check_checkpoint_fits(folder, self.config, self.options.preset, hint=hint)
+        load_state(self.model, folder / "model.safetensors")
+        if self.ctx.is_main:
+            log.info("starting from the weights of %s", folder)
 
     def _position(self) -> tuple[int, int, int]:
         t = self.trainer

@@ -84,6 +84,14 @@ class TrainOptions:
         "yt8m_pca/eigenvals.npy); 'none' to train without it and without a warning",
         flag="--eigenvals",
     )
+    init_from: str | None = option(
+        None,
+        help="start from the weights of this checkpoint (a run folder, a checkpoint folder, "
+        "or a model folder such as `nextvlad import-tf` writes) with a fresh optimizer; "
+        "its model must be the one --preset and --set describe",
+        flag="--init-from",
+        metavar="CHECKPOINT",
+    )
     # Length of training
     epochs: int | None = option(
         None, help="passes over the training data", flag="--epochs", kind=_args.POSITIVE_INT

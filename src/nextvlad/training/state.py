@@ -338,8 +338,16 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def check_checkpoint_fits(checkpoint: Path, config: ModelConfig, preset: str) -> None:
-    """Refuse to resume from a checkpoint of another model, saying what differs."""
+_RESUME_HINT = (
+    "resume with the --preset and --set options the run was started with, or train into "
+    "another --out"
+)
+
+
+def check_checkpoint_fits(
+    checkpoint: Path, config: ModelConfig, preset: str, *, hint: str = _RESUME_HINT
+) -> None:
+    """Refuse to resume (or start) from a checkpoint of another model, saying what differs."""
     saved, document = read_config(checkpoint)
     if saved == config:
         return
@@ -358,8 +366,7 @@ def check_checkpoint_fits(checkpoint: Path, config: ModelConfig, preset: str) ->
     saved_name = saved_preset if isinstance(saved_preset, str) else "a model"
     raise CheckpointError(
         f"{checkpoint} does not fit this run: the checkpoint is {saved_name} ({show(theirs)}), "
-        f"this run asks for {preset} ({show(ours)}); resume with the --preset and --set "
-        "options the run was started with, or train into another --out"
+        f"this run asks for {preset} ({show(ours)}); {hint}"
     )
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,8 @@ from nextvlad.losses import yt8m_loss
 from nextvlad.models import InputTransform, ModelOutput
 from nextvlad.nn import BatchNorm, FramePacking
 from nextvlad.training.batches import DeviceBatch, device_batch
+
+MAX_COMPILED_SHAPES = 128  # --compile: shape buckets compiled before falling back to eager
 
 
 @dataclass
@@ -98,7 +101,9 @@ class TrainStep:
             updates on the device, another one makes the step read one flag a step.
         recipe: learning rate, schedule, clipping, loss weights, precision.
         net: what the forward pass calls (the model wrapped in DDP), default ``model``.
-        compile: ``torch.compile`` the transform, forward and loss (bucketed shapes).
+        compile: ``torch.compile`` the transform, forward and loss (bucketed shapes); a
+            string names the backend (default "inductor"; "eager" compiles nothing, which is
+            what a test of the shapes and graph breaks needs).
         max_frames: the longest padded frame count (for the buckets).
         pad_to: pad every frame-level batch to this many frames (reference-compatible
             models, whose statistics count the original's 300 padded frames), or None.
@@ -113,7 +118,7 @@ class TrainStep:
         *,
         device: torch.device,
         net: nn.Module | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
         max_frames: int = 300,
         pad_to: int | None = None,
     ) -> None:
@@ -125,14 +130,21 @@ class TrainStep:
         )
         self.net = net if net is not None else model
         self.device = device
-        self.max_frames, self.pad_to, self.compiled = max_frames, pad_to, compile
+        self.max_frames, self.pad_to, self.compiled = max_frames, pad_to, bool(compile)
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         self.regularized: list[Tensor] = model.regularized_parameters()  # type: ignore[operator]
         self.fused = bool(optimizer.defaults.get("fused"))
         self.batch_norm_buffers = [
             b for m in model.modules() if isinstance(m, BatchNorm) for b in m.buffers()
         ]
-        self._forward_loss = torch.compile(self.forward_loss) if compile else self.forward_loss
+        self._forward_loss = self.forward_loss
+        if compile:
+            backend = compile if isinstance(compile, str) else "inductor"
+            # One graph per shape bucket: more than dynamo's default of 8 may be met.
+            config = torch._dynamo.config
+            name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+            setattr(config, name, max(getattr(config, name), MAX_COMPILED_SHAPES))
+            self._forward_loss = torch.compile(self.forward_loss, backend=backend, dynamic=False)
         self._pending: list[Tensor] = []  # (loss, finite) of each step since the last read
 
     # The host's part.
@@ -154,9 +166,9 @@ class TrainStep:
         self, inputs: Tensor, packing: FramePacking | None, labels: Tensor
     ) -> tuple[Tensor, Tensor]:
         """Transform, forward and the reference's loss -> (total loss, logits (B, C))."""
-        autocast = torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.recipe.precision == "bf16"
-        )
+        autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if self.recipe.precision == "bf16":
+            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16)
         features = self.transform(inputs, packing) if packing is not None else inputs
         with autocast:
             out: ModelOutput = self.net(features, packing)

@@ -8,6 +8,7 @@ Semantics pinned down here:
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -143,3 +144,81 @@ def test_torchrun_launch(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step-00000003"
     assert '"num_videos": 24' in result.stdout  # evaluation reduced over both ranks
+
+
+def _train_command(data: Path, run: Path, *launch: str, eval_data: Path | None = None) -> list[str]:
+    """`nextvlad train` under torchrun (``launch``: its options), a tiny NeXtVLAD on CPU."""
+    command = [sys.executable, "-m", "torch.distributed.run", *launch, "-m", "nextvlad"]
+    command += ["train", "--preset", "nextvlad-8g-128k-2048h", "--set", "num_clusters=4"]
+    command += ["--set", "hidden_size=16", "--set", "num_classes=5", "--set", "expansion=1"]
+    command += ["--train-data", str(data / "*.tfrecord"), "--out", str(run)]
+    command += ["--max-steps", "4", "--batch-size", "4", "--num-workers", "0", "--seed", "3"]
+    command += ["--no-progress", "--device", "cpu", "--deterministic", "--eval-every", "0"]
+    if eval_data is not None:
+        command += ["--eval-data", str(eval_data / "*.tfrecord")]
+    return command
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_per_process_batch_norm_statistics_evaluated_are_those_saved(tmp_path: Path) -> None:
+    """Without --sync-batchnorm each process keeps its own moving statistics; the evaluation
+    at the end of training (each process evaluating half of the data) and the checkpoint use
+    the same ones: `nextvlad eval` of the checkpoint gives the run's figures."""
+    from nextvlad.data import write_synthetic
+
+    write_synthetic(tmp_path / "data", videos=24, shards=4, num_classes=5, seed=0)
+    write_synthetic(tmp_path / "eval", videos=16, shards=2, num_classes=5, seed=1)
+    run = tmp_path / "run"
+    launch = ["--standalone", "--nproc_per_node", "2"]
+    trained = _run(_train_command(tmp_path / "data", run, *launch, eval_data=tmp_path / "eval"))
+    during = json.loads(trained.stdout.strip().splitlines()[-1])
+    evaluated = _run([sys.executable, "-m", "nextvlad", "eval", "--checkpoint", str(run),
+                      "--data", str(tmp_path / "eval" / "*.tfrecord"), "--json",
+                      "--num-workers", "0", "--device", "cpu"])  # fmt: skip
+    after = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert during["num_videos"] == after["num_videos"] == 16
+    for key in ("gap", "map", "hit_at_one", "loss"):
+        assert abs(during[key] - after[key]) < 1e-6, (key, during, after)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_nodes_on_loopback_train_as_one_node_of_two_processes(tmp_path: Path) -> None:
+    """torchrun --nnodes 2 (c10d rendezvous on 127.0.0.1, one process a node): both finish,
+    one checkpoint is written, with the weights of a one-node run with two processes."""
+    from nextvlad.data import write_synthetic
+
+    write_synthetic(tmp_path / "data", videos=24, shards=4, num_classes=5, seed=0)
+    one = tmp_path / "one-node"
+    _run(_train_command(tmp_path / "data", one, "--standalone", "--nproc_per_node", "2"))
+    two = tmp_path / "two-nodes"
+    endpoint = f"127.0.0.1:{_port()}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rendezvous = ["--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "test"]
+    nodes = []
+    for rank in (0, 1):
+        launch = ["--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node", "1"]
+        command = _train_command(tmp_path / "data", two, *launch, *rendezvous)
+        pipe = subprocess.PIPE
+        nodes.append(subprocess.Popen(command, stdout=pipe, stderr=pipe, text=True, env=env))
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, err[-3000:]
+    assert [p.name for p in (two / "checkpoints").iterdir() if p.name.startswith("step")] == [
+        "step-00000004"
+    ]
+    a = load_file(str(one / "checkpoints" / "step-00000004" / "model.safetensors"))
+    b = load_file(str(two / "checkpoints" / "step-00000004" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)

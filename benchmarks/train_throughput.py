@@ -1,16 +1,26 @@
-"""Training and inference throughput of a preset on random uint8 frames.
+"""Training and inference throughput of `nextvlad train`'s own step, on random uint8 frames.
 
-    python benchmarks/train_throughput.py --preset nextvlad-8g-128k-2048h --batch-size 80 --json
+    python benchmarks/train_throughput.py --frames 60-300 --json
+    python benchmarks/train_throughput.py --frames 60-300 --tf-python ~/tfenv/bin/python --json
 
-For every path (``reference``: the plain formulation, padded frames computed then masked,
-per-tensor Adam; ``default``: what ``nextvlad train`` runs, padded frames skipped and the fused
-Adam; ``folded``: the default with NeXtVLAD's expansion FC folded away; all the same function)
-and mode (``train``: input transform, forward, the
-reference's loss, backward, per-tensor clipping, Adam; ``infer``: transform and forward without
-gradients) it reports examples/s (batch / median step time after warm-up), the peak RSS of a
-fresh process doing only that, the model FLOPs per example (counted by
-``torch.utils.flop_counter``) and the FLOP utilisation against a 4096 x 4096 fp32 matmul peak
-measured in the same run. Speeds are ratios to be compared within one run, never asserted.
+``train`` times the step `nextvlad train` runs, built by the same function
+(``nextvlad.training.loop.build_step``) from the same options: ``TrainStep.prepare`` (the
+host's packing of the real frames, the copies) and the step (input transform, forward, the
+reference's loss, backward, per-tensor clipping, fused Adam with TF1's epsilon, the on-device
+non-finite bookkeeping), with the loop's read of the device every ``--log-every`` (10) steps
+and once at the end of the timed steps. ``infer`` times `nextvlad eval`'s batches
+(``nextvlad.training.evaluate.iter_predictions``: transform and forward in eval mode, logits
+to the host); ``int8`` the same with ``--quantize int8``.
+
+Paths (each in a fresh process, so that its peak RSS is its own): ``default`` (the plain
+options), ``folded`` (``--folded``), ``compiled`` (``--compile``; compilation is not timed),
+``bf16`` (``--precision bf16``). Reported per path and mode: examples/s (batch x timed steps /
+their wall time), the peak RSS, the model FLOPs per example (``torch.utils.flop_counter``,
+oneDNN's products included) and the utilisation against a 4096 x 4096 float32 matmul by
+oneDNN measured in the same run. ``--tf-python`` also runs ``tf_reference_throughput.py`` (the
+original's formulation in TensorFlow, in its own virtual environment) with the same batch and
+frames, and reports each path's ratio to it, with the load average before and after.
+Figures are ratios within one run; nothing here is asserted.
 """
 
 from __future__ import annotations
@@ -19,160 +29,209 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
+PATHS = {
+    "default": {},
+    "folded": {"folded": True},
+    "compiled": {"compile": True},
+    "bf16": {"precision": "bf16"},
+}
+HERE = Path(__file__).resolve().parent
 
-def _frames(
-    args: argparse.Namespace, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+
+def _register_onednn_flops() -> None:
+    """Count oneDNN's matrix products (``nextvlad.nn.linear``) like aten's."""
+    from torch.utils.flop_counter import register_flop_formula
+
+    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if op is None:
+        return
+
+    @register_flop_formula(op)
+    def _flops(x_shape: Any, w_shape: Any, *args: Any, **kwargs: Any) -> int:
+        rows = 1
+        for size in x_shape[:-1]:
+            rows *= size
+        return 2 * rows * w_shape[0] * w_shape[1]
+
+
+def _batch(args: argparse.Namespace, num_classes: int) -> Any:
+    from nextvlad.data import Batch
+
+    g = torch.Generator().manual_seed(1)
     low, _, high = args.frames.partition("-")
     lo, hi = int(low), int(high or low)
-    num_frames = torch.randint(lo, hi + 1, (args.batch_size,), generator=generator)
+    num_frames = torch.randint(lo, hi + 1, (args.batch_size,), generator=g)
     t = int(num_frames.max())
-    frames = torch.randint(
-        0, 256, (args.batch_size, t, 1152), dtype=torch.uint8, generator=generator
-    )
-    return frames, num_frames
+    frames = torch.randint(0, 256, (args.batch_size, t, 1152), dtype=torch.uint8, generator=g)
+    frames[torch.arange(t) >= num_frames[:, None]] = 0  # as the loader pads
+    labels = (torch.rand(args.batch_size, num_classes, generator=g) < 0.001).float()
+    ids = [f"v{i}" for i in range(args.batch_size)]
+    return Batch(ids=ids, labels=labels, frames=frames, num_frames=num_frames)
 
 
 def _measure(args: argparse.Namespace) -> dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from nextvlad.losses import yt8m_loss
-    from nextvlad.models import InputTransform, create_model
-    from nextvlad.nn import NeXtVLAD
-    from nextvlad.training.loop import clip_each_gradient
-    from nextvlad.training.optim import adam
+    from nextvlad._memory import reuse_freed_memory
+    from nextvlad.models import InputTransform, build_model, get_config
+    from nextvlad.training.evaluate import iter_predictions
+    from nextvlad.training.loop import build_step
+    from nextvlad.training.options import TrainOptions
 
+    _register_onednn_flops()
+    reuse_freed_memory()  # what `nextvlad train`, `eval` and `predict` do first
     torch.manual_seed(0)
-    overrides = json.loads(args.overrides)
-    model = create_model(args.preset, **overrides)
-    for module in model.modules():
-        if isinstance(module, NeXtVLAD):
-            module.folded = args.path == "folded"
-            module.skip_padding = args.path != "reference"
-    transform = InputTransform((1024, 128))
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    if args.path == "reference":
-        optimizer = torch.optim.Adam(parameters, lr=2e-4, fused=False)
+    device = torch.device(args.device)
+    path = "default" if args.mode == "int8" else args.path
+    options = TrainOptions(
+        preset=args.preset,
+        train_data=["(random frames)"],
+        out="(none)",
+        model_overrides=json.loads(args.overrides),
+        max_steps=args.steps,
+        **PATHS[path],
+    )
+    config = get_config(options.preset, **options.model_overrides)
+    model = build_model(config).to(device)
+    transform = InputTransform(config.stream_dims).to(device)
+    batch = _batch(args, config.num_classes)
+    if args.mode == "train":
+        step = build_step(model, transform, options, config, device)
+        model.train()
+
+        def run(count: int) -> None:
+            for i in range(count):
+                with step.sync_debug(device.type == "cuda"):
+                    step(step.prepare(batch), i * args.batch_size)
+                if (i + 1) % options.log_every == 0:
+                    step.read()
+            step.read()
+
     else:
-        optimizer = adam(parameters, lr=2e-4, eps=1e-8)
-    generator = torch.Generator().manual_seed(1)
-    frames, num_frames = _frames(args, generator)
-    num_classes = model.config.num_classes  # type: ignore[union-attr]
-    labels = (torch.rand(args.batch_size, num_classes, generator=generator) < 0.001).float()
+        for module in model.modules():
+            if hasattr(module, "folded"):
+                module.folded = options.folded
+        forward = torch.compile(model) if options.compile else model
 
-    def step() -> None:
-        if args.mode == "train":
-            out = model(transform(frames, num_frames), num_frames)
-            loss = yt8m_loss(
-                out.logits,
-                labels,
-                branch_logits=out.branch_logits,
-                l2_tensors=model.regularized_parameters(),
-            )["total"]  # type: ignore[operator]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            clip_each_gradient(parameters, 1.0)
-            optimizer.step()
-        else:
-            with torch.no_grad():
-                model(transform(frames, num_frames), num_frames)
+        def run(count: int) -> None:
+            for _ in iter_predictions(forward, transform, [batch] * count, device,
+                                      precision=options.precision):  # fmt: skip
+                pass
 
-    model.train(args.mode == "train")
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False)  # the float model's FLOPs, also for int8
     with counter:
-        step()
-    times = []
-    for i in range(args.warmup + args.steps):
-        start = time.perf_counter()
-        step()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-    median = statistics.median(times)
-    extra = _metrics_cost(args, model, transform, frames, num_frames, labels, median)
+        run(1)
+    if args.mode == "int8":
+        from nextvlad.models.quantize import quantize_int8
+
+        forward = quantize_int8(model)
+    run(max(args.warmup, 1 if options.compile else 0))  # compilation happens here
+    start = time.perf_counter()
+    run(args.steps)
+    seconds = time.perf_counter() - start
     return {
-        **extra,
-        "examples_per_s": args.batch_size / median,
-        "median_step_s": median,
+        "examples_per_s": args.batch_size * args.steps / seconds,
+        "step_s": seconds / args.steps,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "gflop_per_example": counter.get_total_flops() / args.batch_size / 1e9,
-        "mean_frames": float(num_frames.float().mean()),
-        "padded_frames": int(frames.shape[1]),
+        "mean_frames": float(batch.num_frames.float().mean()),
+        "padded_frames": int(batch.frames.shape[1]),
     }
 
 
-def _metrics_cost(
-    args: argparse.Namespace,
-    model: torch.nn.Module,
-    transform: torch.nn.Module,
-    frames: torch.Tensor,
-    num_frames: torch.Tensor,
-    labels: torch.Tensor,
-    step_s: float,
-) -> dict[str, float]:
-    """Inference only: what `nextvlad eval` adds to a batch's forward pass (the loss and the
-    official metrics' update, plus their final computation spread over the timed batches)."""
-    if args.mode != "infer":
-        return {}
-    from nextvlad.losses import cross_entropy
-    from nextvlad.metrics import YT8MMetrics
-
-    with torch.no_grad():
-        logits = model(transform(frames, num_frames), num_frames).logits
-    metrics = YT8MMetrics(logits.shape[1])
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        float(cross_entropy(logits, labels))
-        metrics.update(torch.sigmoid(logits), labels)
-    metrics.compute()
-    per_batch = (time.perf_counter() - start) / args.steps
-    return {"eval_metrics_s_per_batch": per_batch, "eval_metrics_share": per_batch / step_s}
-
-
 def _matmul_peak() -> float:
+    """float32 GFLOP/s of a 4096 x 4096 product by the library's linear (oneDNN on CPUs)."""
+    from nextvlad.nn import linear
+
     a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
-    a @ b
+    linear(a, b)
     times = []
     for _ in range(3):
         start = time.perf_counter()
-        a @ b
+        linear(a, b)
         times.append(time.perf_counter() - start)
     return 2 * 4096**3 / min(times) / 1e9
 
 
-def main(argv: list[str] | None = None) -> int:
+def _subprocess(args: argparse.Namespace, path: str, mode: str) -> dict[str, Any]:
+    command = [
+        sys.executable, __file__, "--path", path, "--mode", mode, "--preset", args.preset,
+        "--set", args.overrides, "--batch-size", str(args.batch_size), "--frames", args.frames,
+        "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device,
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{path}/{mode} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _tf_reference(args: argparse.Namespace) -> dict[str, Any]:
+    """The original's formulation in TensorFlow, same batch, frames and steps."""
+    command = [
+        args.tf_python, str(HERE / "tf_reference_throughput.py"), "--json",
+        "--batch-size", str(args.batch_size), "--frames", args.frames,
+        "--steps", str(args.steps), "--warmup", str(args.warmup),
+    ]  # fmt: skip
+    if args.quick:
+        command = [args.tf_python, str(HERE / "tf_reference_throughput.py"), "--quick", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"tf_reference_throughput.py failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _ratios(results: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """Each path and mode's examples/s over the original's (int8 over its inference)."""
+    tf_rows = next(iter(reference["paths"].values()))
+    out: dict[str, Any] = {}
+    for path, rows in results["paths"].items():
+        for mode, row in rows.items():
+            base = tf_rows.get("infer" if mode == "int8" else mode)
+            if base:
+                out.setdefault(path, {})[mode] = round(
+                    row["examples_per_s"] / base["examples_per_s"], 3
+                )
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="nextvlad-8g-128k-2048h")
     parser.add_argument(
-        "--set",
-        dest="overrides",
-        default="{}",
-        help="JSON of preset overrides, e.g. '{\"num_clusters\": 16}'",
+        "--set", dest="overrides", default="{}", help="JSON of preset overrides, e.g. '{}'"
     )
     parser.add_argument("--batch-size", type=int, default=80)
     parser.add_argument("--frames", default="300", help="frames a video: N or LOW-HIGH (uniform)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument(
-        "--paths",
-        default="reference,default,folded",
-        help="comma-separated: reference (the plain formulation: padded frames computed and "
-        "masked, per-tensor Adam), default (what `nextvlad train` runs: padded frames skipped, "
-        "fused Adam), folded (default + `--folded`)",
+        "--paths", default="default,folded", help=f"comma-separated, of {', '.join(PATHS)}"
     )
-    parser.add_argument("--modes", default="train,infer", help="comma-separated")
+    parser.add_argument("--modes", default="train,infer", help="comma-separated: train,infer,int8")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--tf-python",
+        metavar="PYTHON",
+        help="a Python with TensorFlow (e.g. ~/tfenv/bin/python): also run the original's "
+        "formulation and report ratios to it",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny model, 1 step (CI smoke)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--path", help=argparse.SUPPRESS)  # internal: measure in this process
     parser.add_argument("--mode", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.quick:
         args.preset, args.batch_size, args.steps, args.warmup = "nextvlad-8g-16k-256h", 4, 1, 0
         args.overrides = json.dumps({"num_classes": 25})
@@ -180,58 +239,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.path:
         print(json.dumps(_measure(args)))
         return 0
-    peak = _matmul_peak()
     results: dict[str, Any] = {
         "preset": args.preset,
         "overrides": json.loads(args.overrides),
         "batch_size": args.batch_size,
         "frames": args.frames,
+        "steps": args.steps,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
-        "matmul_peak_gflops_fp32": round(peak, 1),
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
         "paths": {},
     }
+    if args.tf_python:
+        results["tf_reference"] = _tf_reference(args)
+    peak = _matmul_peak()
+    results["matmul_peak_gflops_fp32"] = round(peak, 1)
     for path in args.paths.split(","):
         for mode in args.modes.split(","):
-            command = [
-                sys.executable,
-                __file__,
-                "--path",
-                path,
-                "--mode",
-                mode,
-                "--preset",
-                args.preset,
-                "--set",
-                args.overrides,
-                "--batch-size",
-                str(args.batch_size),
-                "--frames",
-                args.frames,
-                "--steps",
-                str(args.steps),
-                "--warmup",
-                str(args.warmup),
-            ]
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise SystemExit(f"{path}/{mode} failed:\n{done.stderr[-2000:]}")
-            row = json.loads(done.stdout.strip().splitlines()[-1])
-            achieved = row["gflop_per_example"] * row["examples_per_s"]
-            row["flop_utilisation"] = round(achieved / peak, 3)
+            if mode == "int8" and path != "default":
+                continue  # int8 is the default path's inference with --quantize int8
+            row = _subprocess(args, path, mode)
+            row["flop_utilisation"] = round(
+                row["gflop_per_example"] * row["examples_per_s"] / peak, 3
+            )
             results["paths"].setdefault(path, {})[mode] = row
-    if "default" in results["paths"]:
-        base = results["paths"]["default"]
-        for rows in results["paths"].values():
-            for mode, row in rows.items():
-                row["speedup_vs_default"] = round(
-                    row["examples_per_s"] / base[mode]["examples_per_s"], 3
-                )
-    if args.json:
-        print(json.dumps(results))
-    else:
-        print(json.dumps(results, indent=2))
+    if args.tf_python:
+        results["vs_tf_reference"] = _ratios(results, results["tf_reference"])
+    results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(results) if args.json else json.dumps(results, indent=2))
     return 0
 
 

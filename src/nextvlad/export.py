@@ -374,8 +374,10 @@ def _int8_linear(module: nn.Module) -> nn.Module:
     NeXtVLAD and NetVLAD read their FC weights directly (stacked or folded products), which a
     quantised module does not offer, so their linear layers stay float32: they hold a few
     percent of a model's weights (the hidden FC and the classifier hold most of them)."""
+    from nextvlad.models.quantize import as_torch_linears
     from nextvlad.nn import NetVLAD, NeXtVLAD
 
+    as_torch_linears(module)
     try:
         from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
     except ImportError:

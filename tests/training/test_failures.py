@@ -119,6 +119,30 @@ def test_a_non_finite_loss_stops_naming_the_step_and_the_last_good_checkpoint(
     load_model(run / "checkpoints" / "step-00000002")
 
 
+def test_a_checkpoint_is_never_written_from_non_finite_batch_norm_statistics(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The weights stay finite but a moving variance does not: the checkpoint is refused."""
+    real = step.TrainStep._apply
+    calls = 0
+
+    def apply(self: step.TrainStep, finite: torch.Tensor, saved: list[torch.Tensor]) -> None:
+        nonlocal calls
+        real(self, finite, saved)
+        calls += 1
+        if calls == 3:
+            self.model.hidden_bn.running_var.fill_(float("inf"))  # type: ignore[union-attr]
+
+    monkeypatch.setattr(step.TrainStep, "_apply", apply)
+    run = tmp_path / "run"
+    code = _train(data / "train" / "*.tfrecord", run, "--max-steps", "6", "--checkpoint-every", "2")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "the weights or batch-norm statistics are non-finite after step 4" in err
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000002"]
+
+
 def test_skip_nonfinite_skips_counts_and_reports(
     data: Path,
     tmp_path: Path,

@@ -80,6 +80,7 @@ class NeXtVLAD(nn.Module):
         self.assignment_bn = BatchNorm(groups * num_clusters)
         self.anchors = nn.Parameter(torch.empty(self.group_dim, num_clusters))  # c_k, shared
         self.vlad_bn = BatchNorm(self.output_dim)
+        self.head: nn.Module | None = None  # int8 inference copies: the stacked FCs as one
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -101,12 +102,19 @@ class NeXtVLAD(nn.Module):
             return self._forward_folded(x, frames)
         b, g, k, f = x.shape[0], self.groups, self.num_clusters, self.group_dim
         x_dot = self.expand(frames.rows)  # (R, λN)
-        logits = linear(x_dot, self._head_weight())  # (R, G*K + G): Eq. (6) and (7) at once
+        logits = self._head(x_dot)  # (R, G*K + G): Eq. (6) and (7) at once
         assign = self._assign(logits, frames)  # (R, G*K)
         vlad, a_sum = frames.sums(x_dot, assign, g, f, k)  # Eq. (5), (8): (B, λN/G, K), (B, 1, K)
         vlad = vlad - a_sum * self.anchors  # (B, λN/G, K)
         vlad = F.normalize(vlad, p=2.0, dim=1, eps=L2_NORM_EPS)  # intra-normalisation
         return self.vlad_bn(vlad.reshape(b, f * k), track=frames.track)  # (B, λN/G*K), f*K + k
+
+    def _head(self, x_dot: Tensor) -> Tensor:
+        """(R, λN) -> (R, G*K + G) soft-assignment and group-attention logits (no bias); by
+        ``head`` when an int8 copy has one (``nextvlad.models.quantize``)."""
+        if self.head is not None:
+            return self.head(x_dot)
+        return linear(x_dot, self._head_weight())
 
     def _head_weight(self) -> Tensor:
         """The soft-assignment and group-attention FCs stacked: one matmul over the frames
@@ -118,11 +126,15 @@ class NeXtVLAD(nn.Module):
         its bias -> (R, G*K): batch norm, softmax over clusters, times the sigmoid group
         attention (zero for padded frames)."""
         g, k = self.groups, self.num_clusters
-        attention = torch.sigmoid(logits[:, g * k :] + self.group_attention.bias)  # Eq. (7)
+        # One split (its gradient is one concatenation, where two slices would each fill a
+        # zero tensor of the whole width), and a contiguous copy when gradients are needed:
+        # batch norm's backward is several times slower on a strided view.
+        logits, attention = logits.split([g * k, g], dim=1)  # (R, G*K), (R, G)
+        if logits.requires_grad:
+            logits = logits.contiguous()
+        attention = torch.sigmoid(attention + self.group_attention.bias)  # Eq. (7)
         if frames.mask is not None:
             attention = attention * frames.mask.unsqueeze(-1).to(attention.dtype)  # Eq. (18)
-        # A contiguous copy: batch norm's backward is several times slower on a strided view.
-        logits = logits[:, : g * k].contiguous()  # (R, G*K)
         logits = self.assignment_bn(logits, frames.bn_mask, track=frames.track)
         assign = F.softmax(logits.reshape(-1, g, k), dim=-1)  # Eq. (6): (R, G, K)
         return (assign * attention.unsqueeze(-1)).reshape(-1, g * k)  # α_g α_gk: (R, G*K)
@@ -150,7 +162,9 @@ class NeXtVLAD(nn.Module):
         a_gk = a_sum.reshape(b, g, k)  # (B, G, K)
         sums = sums.reshape(b, n * g, k)  # (B, N*G, K), row n*G + g
         w_blocks = w.reshape(g, f, n).permute(1, 2, 0).reshape(f, n * g)  # (λN/G, N*G)
-        vlad = torch.matmul(w_blocks, sums)  # Σ_g W_g Σ_i a_igk x_i: (B, λN/G, K)
+        # Σ_g W_g Σ_i a_igk x_i for the whole batch as one product: (B*K, N*G) @ (N*G, λN/G)
+        per_cluster = sums.transpose(1, 2).reshape(b * k, n * g)  # (B*K, N*G)
+        vlad = linear(per_cluster, w_blocks).reshape(b, k, f).transpose(1, 2)  # (B, λN/G, K)
         vlad = vlad + torch.matmul(bias.reshape(g, f).t(), a_gk)  # + Σ_g b_g a_gk
         vlad = vlad - a_gk.sum(dim=1, keepdim=True) * self.anchors  # Eq. (8): (B, λN/G, K)
         vlad = F.normalize(vlad, p=2.0, dim=1, eps=L2_NORM_EPS)  # intra-normalisation

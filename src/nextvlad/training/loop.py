@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import signal
+import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from nextvlad._memory import reuse_freed_memory
 from nextvlad.checkpoint import load_state
 from nextvlad.data import Batch, VideoDataset, detect_schema, resolve_files
 from nextvlad.data.errors import DataError, RecordError
@@ -83,7 +85,7 @@ from nextvlad.training.step import Recipe, TrainStep
 
 log = logging.getLogger("nextvlad.train")
 
-__all__ = ["TrainingError", "check_data_fits", "train"]
+__all__ = ["TrainingError", "build_step", "check_data_fits", "recipe", "train"]
 
 
 def check_data_fits(config: ModelConfig, schema: Schema, what: str) -> None:
@@ -119,6 +121,40 @@ def recipe(options: TrainOptions, config: ModelConfig) -> Recipe:
         distill_weight=distill_weight or 0.0,
         precision=options.precision,
         skip_nonfinite=options.skip_nonfinite,
+    )
+
+
+def build_step(
+    model: nn.Module,
+    transform: InputTransform,
+    options: TrainOptions,
+    config: ModelConfig,
+    device: torch.device,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    net: nn.Module | None = None,
+) -> TrainStep:
+    """The step `nextvlad train` runs for these options (``benchmarks/train_throughput.py``
+    builds its step here too): the paper's Adam unless ``optimizer`` is given, NeXtVLAD's
+    ``--folded``, ``--compile``, and the original's 300 frames for reference-compatible
+    models."""
+    for module in model.modules():
+        if isinstance(module, NeXtVLAD):
+            module.folded = options.folded
+    if optimizer is None:
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        optimizer = adam(parameters, options.learning_rate, options.adam_epsilon)
+    reference = bool(getattr(config, "reference_compat", False))
+    return TrainStep(
+        model,
+        transform,
+        optimizer,
+        recipe(options, config),
+        device=device,
+        net=net,
+        compile=options.compile,
+        max_frames=options.max_frames,
+        pad_to=REFERENCE_FRAMES if reference else None,
     )
 
 
@@ -193,6 +229,7 @@ def _loader_options(options: TrainOptions, seed_offset: int) -> dict[str, Any]:
 def train(options: TrainOptions) -> dict[str, Any]:
     """Train as ``options`` say; returns a summary (steps, examples seen, last evaluation,
     ``signal``: the number of the signal that stopped training early, else 0)."""
+    reuse_freed_memory()  # large tensors on reused pages (see nextvlad._memory)
     ctx = setup(options.device)
     try:
         with StopSignal() as stop:
@@ -222,6 +259,7 @@ class _Run:
         self.last_eval: dict[str, float] | None = None
         self.last_loss = float("nan")
         self.done_at: dict[str, int] = {}  # step at which logging, evaluation, saving last ran
+        self.speeds: list[float] = []  # examples/s of each --log-every interval
         self.stopped_by = 0
         self.speed = [0, time.perf_counter()]  # examples and start time since the last log
         self.events: EventWriter | None = None
@@ -241,8 +279,6 @@ class _Run:
         self.transform = _transform(options, self.config, schema, ctx).to(ctx.device)
         self.model = build_model(self.config).to(ctx.device)
         for module in self.model.modules():
-            if isinstance(module, NeXtVLAD):
-                module.folded = options.folded
             if isinstance(module, BatchNorm) and ctx.distributed and options.sync_batchnorm:
                 module.sync = True
         parameters = [p for p in self.model.parameters() if p.requires_grad]
@@ -252,17 +288,14 @@ class _Run:
         if ctx.distributed:  # moving statistics stay per process, averaged when read
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             net = DistributedDataParallel(net, device_ids=device_ids, broadcast_buffers=False)
-        reference = bool(getattr(self.config, "reference_compat", False))
-        self.step = TrainStep(
+        self.step = build_step(
             self.model,
             self.transform,
-            self.optimizer,
-            recipe(options, self.config),
-            device=ctx.device,
+            options,
+            self.config,
+            ctx.device,
+            optimizer=self.optimizer,
             net=net,
-            compile=options.compile,
-            max_frames=options.max_frames,
-            pad_to=REFERENCE_FRAMES if reference else None,
         )
         self.loader = self.train_set.loader(
             options.batch_size,
@@ -476,6 +509,7 @@ class _Run:
 
     def _log(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """TensorBoard scalars every --log-every steps: the loss, the batch's GAP, ..."""
+        self.speeds.append(self._examples_per_s())  # the device has caught up: a true figure
         if self.events is None:
             self.speed = [0, time.perf_counter()]
             return
@@ -486,7 +520,7 @@ class _Run:
         events.scalar("train/loss", self.last_loss, step)
         lr = self.step.recipe.learning_rate_at(self.trainer.examples_seen)
         events.scalar("train/learning_rate", lr, step)
-        events.scalar("train/examples_per_second", self._examples_per_s(), step)
+        events.scalar("train/examples_per_second", self.speeds[-1], step)
         if self.trainer.skipped_records:
             events.scalar("data/skipped_records", self.trainer.skipped_records, step)
         events.flush()
@@ -597,6 +631,8 @@ class _Run:
             "steps_this_run": trainer.step - self.start_step,
             "epochs_completed": trainer.epoch,
             "examples_seen": trainer.examples_seen,
+            # steady state: the median interval after the first (start-up, compilation)
+            "examples_per_s": statistics.median(self.speeds[1:] or self.speeds or [0.0]),
             "skipped_records": trainer.skipped_records,
             "nonfinite_batches": trainer.nonfinite_batches,
             "eval": self.last_eval,

@@ -4,7 +4,7 @@
     python benchmarks/train_throughput.py --frames 60-300 --tf-python ~/tfenv/bin/python --json
 
 ``train`` times the step `nextvlad train` runs, built by the same function
-(``nextvlad.training.loop.build_step``) from the same options: ``TrainStep.prepare`` (the
+(``nextvlad.training.step.build_step``) from the same options: ``TrainStep.prepare`` (the
 host's packing of the real frames, the copies) and the step (input transform, forward, the
 reference's loss, backward, per-tensor clipping, fused Adam with TF1's epsilon, the on-device
 non-finite bookkeeping), with the loop's read of the device every ``--log-every`` (10) steps
@@ -83,8 +83,8 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     from nextvlad._memory import reuse_freed_memory
     from nextvlad.models import InputTransform, build_model, get_config
     from nextvlad.training.evaluate import iter_predictions
-    from nextvlad.training.loop import build_step
     from nextvlad.training.options import TrainOptions
+    from nextvlad.training.step import build_step
 
     _register_onednn_flops()
     reuse_freed_memory()  # what `nextvlad train`, `eval` and `predict` do first

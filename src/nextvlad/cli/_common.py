@@ -23,7 +23,7 @@ def evaluation_loader(
     ``what`` names the data in errors ("the data", "--eval-data")."""
     from nextvlad.data import VideoDataset, detect_schema, resolve_files
     from nextvlad.errors import ConfigError
-    from nextvlad.training.loop import check_data_fits
+    from nextvlad.training.inputs import check_data_fits
 
     files = resolve_files(patterns)
     schema = detect_schema(files, skip_corrupt=skip_corrupt)

@@ -5,18 +5,21 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
-from nextvlad.data import Batch
+from nextvlad.data import Batch, VideoDataset
 from nextvlad.errors import ConfigError, UsageError
 from nextvlad.losses import cross_entropy
 from nextvlad.metrics import YT8MMetrics
-from nextvlad.models import InputTransform, ModelOutput
+from nextvlad.models import InputTransform, ModelConfig, ModelOutput
 from nextvlad.nn import FramePacking
 from nextvlad.training.batches import REFERENCE_FRAMES, device_batch
+from nextvlad.training.distributed import Context
+from nextvlad.training.options import TrainOptions
 
 
 def model_inputs(
@@ -161,3 +164,44 @@ def write_predictions(
                     writer.writerow([video_id, c, names.get(c, ""), f"{s:.6f}"])
             count += 1
     return count
+
+
+def evaluate_all_ranks(
+    model: nn.Module,
+    transform: InputTransform,
+    dataset: VideoDataset,
+    options: TrainOptions,
+    ctx: Context,
+    config: ModelConfig,
+    loader_args: dict[str, Any],
+) -> dict[str, float] | None:
+    """Evaluate ``dataset`` during training: each process its share, merged on rank 0
+    (which returns the metrics, the mean loss and the number of videos; the others None)."""
+    loader = dataset.loader(
+        options.batch_size, num_workers=min(options.num_workers, 2), **loader_args
+    )
+    metrics, loss_sum, count = evaluate(
+        model,
+        transform,
+        loader,
+        ctx.device,
+        config.num_classes,
+        max_batches=options.eval_max_batches,
+        precision=options.precision,
+    )
+    if ctx.distributed:
+        gathered: list[Any] = [None] * ctx.world_size
+        dist.all_gather_object(gathered, (metrics, loss_sum, count), group=ctx.host_group)
+        if not ctx.is_main:
+            return None
+        metrics = gathered[0][0]
+        loss_sum = sum(g[1] for g in gathered)
+        count = sum(g[2] for g in gathered)
+        for other in gathered[1:]:
+            metrics.merge(other[0])
+    if count == 0:
+        return None
+    result = {k: float(v) for k, v in metrics.compute().items()}
+    result["loss"] = loss_sum / count
+    result["num_videos"] = float(count)
+    return result

@@ -26,28 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from nextvlad._memory import reuse_freed_memory
 from nextvlad.checkpoint import load_state
-from nextvlad.data import Batch, VideoDataset, detect_schema, resolve_files
+from nextvlad.data import Batch
 from nextvlad.data.errors import DataError, RecordError
-from nextvlad.data.schema import Schema
-from nextvlad.errors import ConfigError, NextVLADError, error_message
+from nextvlad.errors import NextVLADError, error_message
 from nextvlad.metrics import YT8MMetrics
-from nextvlad.models import (
-    FrameModelConfig,
-    InputTransform,
-    MixtureConfig,
-    ModelConfig,
-    build_model,
-    get_config,
-    load_eigenvalues,
-)
-from nextvlad.nn import BatchNorm, NeXtVLAD
-from nextvlad.training.batches import REFERENCE_FRAMES
+from nextvlad.models import build_model, get_config
+from nextvlad.nn import BatchNorm
 from nextvlad.training.distributed import (
     Context,
     all_ranks_have,
@@ -57,8 +46,9 @@ from nextvlad.training.distributed import (
     sum_over_ranks,
     teardown,
 )
-from nextvlad.training.evaluate import evaluate
+from nextvlad.training.evaluate import evaluate_all_ranks
 from nextvlad.training.events import EventWriter
+from nextvlad.training.inputs import datasets, input_transform, loader_options
 from nextvlad.training.optim import adam
 from nextvlad.training.options import TrainOptions, resume_command
 from nextvlad.training.progress import Progress
@@ -69,7 +59,7 @@ from nextvlad.training.run_folder import (
     last_good,
     warn_if_data_options_changed,
 )
-from nextvlad.training.signals import StopSignal, worker_init
+from nextvlad.training.signals import StopSignal
 from nextvlad.training.state import (
     CHECKPOINTS,
     TrainerState,
@@ -81,149 +71,11 @@ from nextvlad.training.state import (
     restore_training_state,
     save_training_checkpoint,
 )
-from nextvlad.training.step import Recipe, TrainStep
+from nextvlad.training.step import build_step
 
 log = logging.getLogger("nextvlad.train")
 
-__all__ = ["TrainingError", "build_step", "check_data_fits", "recipe", "train"]
-
-
-def check_data_fits(config: ModelConfig, schema: Schema, what: str) -> None:
-    """Frame- or video-level data as the preset expects, with the feature sizes it expects."""
-    level = "frame" if schema.frame_level else "video"
-    if level != config.input_level:
-        raise ConfigError(
-            f"{what} is {level}-level data but the model takes {config.input_level}-level "
-            f"input; choose a {'frame' if level == 'frame' else 'video'}-level preset "
-            f"(`nextvlad list-models`)"
-        )
-    dims = tuple(f.dim for f in schema.features)
-    if dims != config.stream_dims:
-        found = ", ".join(f"{f.name} {f.dim}" for f in schema.features)
-        raise ConfigError(
-            f"{what} has features ({found}); the model expects sizes {config.stream_dims}"
-        )
-
-
-def recipe(options: TrainOptions, config: ModelConfig) -> Recipe:
-    """The step's settings from the options (the mixture's T and λ default to its preset's)."""
-    temperature, distill_weight = options.temperature, options.distill_weight
-    if isinstance(config, MixtureConfig):
-        temperature = temperature if temperature is not None else config.temperature
-        distill_weight = distill_weight if distill_weight is not None else config.distill_weight
-    return Recipe(
-        learning_rate=options.learning_rate,
-        lr_decay=options.lr_decay,
-        lr_decay_examples=options.lr_decay_examples,
-        clip_norm=options.clip_norm,
-        l2_penalty=options.l2_penalty,
-        temperature=temperature or 3.0,
-        distill_weight=distill_weight or 0.0,
-        precision=options.precision,
-        skip_nonfinite=options.skip_nonfinite,
-    )
-
-
-def build_step(
-    model: nn.Module,
-    transform: InputTransform,
-    options: TrainOptions,
-    config: ModelConfig,
-    device: torch.device,
-    *,
-    optimizer: torch.optim.Optimizer | None = None,
-    net: nn.Module | None = None,
-) -> TrainStep:
-    """The step `nextvlad train` runs for these options (``benchmarks/train_throughput.py``
-    builds its step here too): the paper's Adam unless ``optimizer`` is given, NeXtVLAD's
-    ``--folded``, ``--compile``, and the original's 300 frames for reference-compatible
-    models."""
-    for module in model.modules():
-        if isinstance(module, NeXtVLAD):
-            module.folded = options.folded
-    if optimizer is None:
-        parameters = [p for p in model.parameters() if p.requires_grad]
-        optimizer = adam(parameters, options.learning_rate, options.adam_epsilon)
-    reference = bool(getattr(config, "reference_compat", False))
-    return TrainStep(
-        model,
-        transform,
-        optimizer,
-        recipe(options, config),
-        device=device,
-        net=net,
-        compile=options.compile,
-        max_frames=options.max_frames,
-        pad_to=REFERENCE_FRAMES if reference else None,
-    )
-
-
-def _datasets(
-    options: TrainOptions, config: ModelConfig
-) -> tuple[VideoDataset, VideoDataset | None, Schema]:
-    files = resolve_files(options.train_data)
-    schema = detect_schema(files, skip_corrupt=options.skip_corrupt)
-    if schema is None:
-        raise ConfigError(f"no record in {options.train_data} shows a known schema")
-    check_data_fits(config, schema, "the training data")
-    frame_config = config.branch if isinstance(config, MixtureConfig) else config
-    sample = frame_config.sample_frames if isinstance(frame_config, FrameModelConfig) else None
-    common: dict[str, Any] = {
-        "schema": schema,
-        "num_classes": config.num_classes,
-        "max_frames": options.max_frames,
-        "skip_corrupt": options.skip_corrupt,
-    }
-    train = VideoDataset(
-        files,
-        shuffle=True,
-        shuffle_buffer=options.shuffle_buffer,
-        seed=options.seed,
-        sample_frames=sample,
-        bucket_size=options.batch_size if options.bucket_by_length else None,
-        **common,
-    )
-    evaluation = None
-    if options.eval_data:
-        eval_files = resolve_files(options.eval_data)
-        eval_schema = detect_schema(eval_files, skip_corrupt=options.skip_corrupt)
-        if eval_schema is None:
-            raise ConfigError(f"no record in {options.eval_data} shows a known schema")
-        check_data_fits(config, eval_schema, "the evaluation data")
-        evaluation = VideoDataset(eval_files, **{**common, "schema": eval_schema})
-    return train, evaluation, schema
-
-
-def _transform(
-    options: TrainOptions, config: ModelConfig, schema: Schema, ctx: Context
-) -> InputTransform:
-    dims = config.stream_dims
-    if not schema.frame_level:
-        return InputTransform(dims, dequantize=False)
-    eigenvalues = None
-    if options.eigenvals and options.eigenvals != "none":
-        eigenvalues = load_eigenvalues(options.eigenvals, dims[0])
-    elif options.eigenvals is None and ctx.is_main:
-        log.warning(
-            "no --eigenvals given: training without reverse whitening of the %s features "
-            "(Eq. (11)); pass Google's yt8m_pca/eigenvals.npy for YouTube-8M data, or "
-            "--eigenvals none for features that are not PCA-whitened",
-            schema.features[0].name,
-        )
-    return InputTransform(dims, eigenvalues)
-
-
-def _loader_options(options: TrainOptions, seed_offset: int) -> dict[str, Any]:
-    """DataLoader arguments that keep the global torch RNG out of the data pipeline.
-
-    A DataLoader draws its workers' base seed from the global RNG on every ``iter()``: that
-    would shift the dropout stream by one draw at each epoch start, differently in a resumed
-    run. A generator of its own keeps the resumed run's dropout masks equal to the
-    uninterrupted run's. The workers leave SIGINT and SIGTERM to the main process.
-    """
-    generator = torch.Generator()
-    generator.manual_seed((options.seed + 0x9E3779B97F4A7C15 * (seed_offset + 1)) % 2**64)
-    return {"generator": generator, "worker_init_fn": worker_init}
+__all__ = ["TrainingError", "train"]
 
 
 def train(options: TrainOptions) -> dict[str, Any]:
@@ -275,8 +127,8 @@ class _Run:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(options.seed + ctx.rank)
         self.config = get_config(options.preset, **dict(options.model_overrides))
-        self.train_set, self.eval_set, schema = _datasets(options, self.config)
-        self.transform = _transform(options, self.config, schema, ctx).to(ctx.device)
+        self.train_set, self.eval_set, schema = datasets(options, self.config)
+        self.transform = input_transform(options, self.config, schema, ctx).to(ctx.device)
         self.model = build_model(self.config).to(ctx.device)
         for module in self.model.modules():
             if isinstance(module, BatchNorm) and ctx.distributed and options.sync_batchnorm:
@@ -301,7 +153,7 @@ class _Run:
             options.batch_size,
             num_workers=options.num_workers,
             pin_memory=ctx.device.type == "cuda",
-            **_loader_options(options, 0),
+            **loader_options(options, 0),
         )
         self.events = EventWriter(self.run_dir / "tensorboard") if ctx.is_main else None
         self.progress = Progress(options.max_steps, enabled=options.progress and ctx.is_main)
@@ -534,8 +386,14 @@ class _Run:
         self._settle()
         if not self.options.sync_batchnorm:
             average_batch_norm_statistics(self.model, self.ctx)
-        result = _evaluate_all_ranks(
-            self.model, self.transform, self.eval_set, self.options, self.ctx, self.config
+        result = evaluate_all_ranks(
+            self.model,
+            self.transform,
+            self.eval_set,
+            self.options,
+            self.ctx,
+            self.config,
+            loader_options(self.options, 1),
         )
         if result is not None and self.events is not None:
             self.last_eval = result
@@ -638,44 +496,6 @@ class _Run:
             "eval": self.last_eval,
             "signal": int(self.stopped_by),
         }
-
-
-def _evaluate_all_ranks(
-    model: nn.Module,
-    transform: InputTransform,
-    dataset: VideoDataset,
-    options: TrainOptions,
-    ctx: Context,
-    config: ModelConfig,
-) -> dict[str, float] | None:
-    loader = dataset.loader(
-        options.batch_size, num_workers=min(options.num_workers, 2), **_loader_options(options, 1)
-    )
-    metrics, loss_sum, count = evaluate(
-        model,
-        transform,
-        loader,
-        ctx.device,
-        config.num_classes,
-        max_batches=options.eval_max_batches,
-        precision=options.precision,
-    )
-    if ctx.distributed:
-        gathered: list[Any] = [None] * ctx.world_size
-        dist.all_gather_object(gathered, (metrics, loss_sum, count), group=ctx.host_group)
-        if not ctx.is_main:
-            return None
-        metrics = gathered[0][0]
-        loss_sum = sum(g[1] for g in gathered)
-        count = sum(g[2] for g in gathered)
-        for other in gathered[1:]:
-            metrics.merge(other[0])
-    if count == 0:
-        return None
-    result = {k: float(v) for k, v in metrics.compute().items()}
-    result["loss"] = loss_sum / count
-    result["num_videos"] = float(count)
-    return result
 
 
 def _format(result: dict[str, float]) -> str:

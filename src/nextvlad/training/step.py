@@ -34,9 +34,11 @@ from torch import Tensor, nn
 
 from nextvlad.data import Batch
 from nextvlad.losses import yt8m_loss
-from nextvlad.models import InputTransform, ModelOutput
-from nextvlad.nn import BatchNorm, FramePacking
-from nextvlad.training.batches import DeviceBatch, device_batch
+from nextvlad.models import InputTransform, MixtureConfig, ModelConfig, ModelOutput
+from nextvlad.nn import BatchNorm, FramePacking, NeXtVLAD
+from nextvlad.training.batches import REFERENCE_FRAMES, DeviceBatch, device_batch
+from nextvlad.training.optim import adam
+from nextvlad.training.options import TrainOptions
 
 MAX_COMPILED_SHAPES = 128  # --compile: shape buckets compiled before falling back to eager
 
@@ -245,3 +247,56 @@ class TrainStep:
             yield
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
+
+def recipe(options: TrainOptions, config: ModelConfig) -> Recipe:
+    """The step's settings from the options (the mixture's T and λ default to its preset's)."""
+    temperature, distill_weight = options.temperature, options.distill_weight
+    if isinstance(config, MixtureConfig):
+        temperature = temperature if temperature is not None else config.temperature
+        distill_weight = distill_weight if distill_weight is not None else config.distill_weight
+    return Recipe(
+        learning_rate=options.learning_rate,
+        lr_decay=options.lr_decay,
+        lr_decay_examples=options.lr_decay_examples,
+        clip_norm=options.clip_norm,
+        l2_penalty=options.l2_penalty,
+        temperature=temperature or 3.0,
+        distill_weight=distill_weight or 0.0,
+        precision=options.precision,
+        skip_nonfinite=options.skip_nonfinite,
+    )
+
+
+def build_step(
+    model: nn.Module,
+    transform: InputTransform,
+    options: TrainOptions,
+    config: ModelConfig,
+    device: torch.device,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    net: nn.Module | None = None,
+) -> TrainStep:
+    """The step `nextvlad train` runs for these options (``benchmarks/train_throughput.py``
+    builds its step here too): the paper's Adam unless ``optimizer`` is given, NeXtVLAD's
+    ``--folded``, ``--compile``, and the original's 300 frames for reference-compatible
+    models."""
+    for module in model.modules():
+        if isinstance(module, NeXtVLAD):
+            module.folded = options.folded
+    if optimizer is None:
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        optimizer = adam(parameters, options.learning_rate, options.adam_epsilon)
+    reference = bool(getattr(config, "reference_compat", False))
+    return TrainStep(
+        model,
+        transform,
+        optimizer,
+        recipe(options, config),
+        device=device,
+        net=net,
+        compile=options.compile,
+        max_frames=options.max_frames,
+        pad_to=REFERENCE_FRAMES if reference else None,
+    )

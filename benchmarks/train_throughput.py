@@ -13,7 +13,8 @@ and once at the end of the timed steps. ``infer`` times `nextvlad eval`'s batche
 to the host); ``int8`` the same with ``--quantize int8``.
 
 Paths (each in a fresh process, so that its peak RSS is its own): ``default`` (the plain
-options), ``folded`` (``--folded``), ``compiled`` (``--compile``; compilation is not timed),
+options), ``folded`` (``--folded``), ``compiled`` (``--compile``, training only; compilation is not
+timed),
 ``bf16`` (``--precision bf16``). Reported per path and mode: examples/s (batch x timed steps /
 their wall time), the peak RSS, the model FLOPs per example (``torch.utils.flop_counter``,
 oneDNN's products included) and the utilisation against a 4096 x 4096 float32 matmul by
@@ -259,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes.split(","):
             if mode == "int8" and path != "default":
                 continue  # int8 is the default path's inference with --quantize int8
+            if mode != "train" and path == "compiled":
+                continue  # --compile is a training option
             row = _subprocess(args, path, mode)
             row["flop_utilisation"] = round(
                 row["gflop_per_example"] * row["examples_per_s"] / peak, 3

@@ -91,16 +91,18 @@ class InputTransform(nn.Module):
             raise ValueError(
                 f"expected frames with {self.offset.shape[0]} features, got {tuple(frames.shape)}"
             )
-        x = frames.to(torch.float32)
+        # One new tensor, then in place (the same arithmetic as out of place, without a fresh
+        # (B, T, D) tensor for every operation).
+        x = frames.to(torch.float32, copy=True)
         if self.dequantize:
-            x = x * DEQUANT_SCALE + DEQUANT_BIAS
+            x.mul_(DEQUANT_SCALE).add_(DEQUANT_BIAS)
         if num_frames is not None and x.ndim == 3:
             if isinstance(num_frames, FramePacking):
                 mask = num_frames.frame_mask.unsqueeze(-1) > 0  # (B, T, 1)
             else:
                 counts = num_frames.to(x.device, non_blocking=True)
                 mask = frame_mask(counts, x.shape[1], torch.bool).unsqueeze(-1)  # (B, T, 1)
-            x = torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+            x.masked_fill_(~mask, 0.0)
         if self.reverse_whitening:
-            x = (x - self.offset) * self.scale  # Eq. (11)
+            x.sub_(self.offset).mul_(self.scale)  # Eq. (11)
         return x

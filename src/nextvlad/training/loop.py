@@ -295,10 +295,12 @@ class _Run:
             self._log(logits, batch.labels)
         lr = self.step.recipe.learning_rate_at(trainer.examples_seen)
         self.progress.update(trainer.step, self._examples_per_s(), loss=self.last_loss, lr=lr)
+        started = time.perf_counter()
         if self._due(options.eval_every, "eval"):
             self._evaluate()
         if self._due(options.checkpoint_every, "checkpoint"):
             self._save()
+        self.speed[1] += time.perf_counter() - started  # examples/s of the steps alone
 
     def _due(self, every: int, action: str) -> bool:
         """Whether ``action`` (every ``every`` steps) is due after the step just done: its

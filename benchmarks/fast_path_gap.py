@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from nextvlad.data import VideoDataset, write_synthetic
+from nextvlad.data import VideoDataset, detect_schema, resolve_files, write_synthetic
 from nextvlad.models.quantize import quantize_int8
 from nextvlad.training import TrainOptions, load_for_inference, train
 from nextvlad.training.evaluate import evaluate
@@ -125,9 +125,11 @@ def _run(root: Path, path: str, extra: dict[str, Any], seed: int, steps: int) ->
 def _evaluate_both(run: Path, data: str, num_classes: int) -> tuple[dict[str, Any], ...]:
     """The official metrics of a run's model in float32 and as its int8 copy."""
     model, transform, _, _ = load_for_inference(run)
+    schema = detect_schema(resolve_files([data]))
+    assert schema is not None, data
     results = []
     for candidate in (model, quantize_int8(model)):
-        dataset = VideoDataset(data, num_classes=num_classes, rank=0, world_size=1)
+        dataset = VideoDataset(data, schema, num_classes=num_classes, rank=0, world_size=1)
         metrics, _, _ = evaluate(
             candidate, transform, dataset.loader(256), torch.device("cpu"), num_classes
         )

@@ -21,6 +21,9 @@ oneDNN's products included) and the utilisation against a 4096 x 4096 float32 ma
 oneDNN measured in the same run. ``--tf-python`` also runs ``tf_reference_throughput.py`` (the
 original's formulation in TensorFlow, in its own virtual environment) with the same batch and
 frames, and reports each path's ratio to it, with the load average before and after.
+``--frames 60-300,300`` measures both distributions in one run; ``--repeats N`` runs N rounds
+(TF, then every path) for each and reports the median round of each path and the ratios of
+the medians.
 Figures are ratios within one run; nothing here is asserted.
 """
 
@@ -81,14 +84,12 @@ def _batch(args: argparse.Namespace, num_classes: int) -> Any:
 def _measure(args: argparse.Namespace) -> dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from nextvlad._memory import reuse_freed_memory
     from nextvlad.models import InputTransform, build_model, get_config
     from nextvlad.training.evaluate import iter_predictions
     from nextvlad.training.options import TrainOptions
     from nextvlad.training.step import build_step
 
     _register_onednn_flops()
-    reuse_freed_memory()  # what `nextvlad train`, `eval` and `predict` do first
     torch.manual_seed(0)
     device = torch.device(args.device)
     path = "default" if args.mode == "int8" else args.path
@@ -171,7 +172,7 @@ def _subprocess(args: argparse.Namespace, path: str, mode: str) -> dict[str, Any
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{path}/{mode} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def _tf_reference(args: argparse.Namespace) -> dict[str, Any]:
@@ -186,14 +187,13 @@ def _tf_reference(args: argparse.Namespace) -> dict[str, Any]:
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"tf_reference_throughput.py failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def _ratios(results: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+def _ratios(paths: dict[str, Any], tf_rows: dict[str, Any]) -> dict[str, Any]:
     """Each path and mode's examples/s over the original's (int8 over its inference)."""
-    tf_rows = next(iter(reference["paths"].values()))
     out: dict[str, Any] = {}
-    for path, rows in results["paths"].items():
+    for path, rows in paths.items():
         for mode, row in rows.items():
             base = tf_rows.get("infer" if mode == "int8" else mode)
             if base:
@@ -203,6 +203,48 @@ def _ratios(results: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any
     return out
 
 
+def _repeat(args: argparse.Namespace, peak: float) -> dict[str, Any]:
+    """One round: the TF reference (if asked for), then every path and mode."""
+    rep: dict[str, Any] = {"loadavg_before": [round(x, 2) for x in os.getloadavg()], "paths": {}}
+    if args.tf_python:
+        rep["tf_reference"] = _tf_reference(args)
+    for path in args.paths.split(","):
+        for mode in args.modes.split(","):
+            if mode == "int8" and path != "default":
+                continue  # int8 is the default path's inference with --quantize int8
+            if mode != "train" and path == "compiled":
+                continue  # --compile is a training option
+            row = _subprocess(args, path, mode)
+            row["flop_utilisation"] = round(
+                row["gflop_per_example"] * row["examples_per_s"] / peak, 3
+            )
+            rep["paths"].setdefault(path, {})[mode] = row
+    rep["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    return rep
+
+
+def _median_rows(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per path and mode, the round with the median examples/s (its other figures with it)."""
+    out: dict[str, Any] = {}
+    for path, rows in rounds[0].items():
+        for mode in rows:
+            ranked = sorted((r[path][mode] for r in rounds), key=lambda x: x["examples_per_s"])
+            out.setdefault(path, {})[mode] = ranked[len(ranked) // 2]
+    return out
+
+
+def _distribution(args: argparse.Namespace, peak: float) -> dict[str, Any]:
+    """``--repeats`` rounds for one frame distribution; medians and their ratios to TF."""
+    rounds = [_repeat(args, peak) for _ in range(args.repeats)]
+    block: dict[str, Any] = {"frames": args.frames, "rounds": rounds}
+    block["paths"] = _median_rows([r["paths"] for r in rounds])
+    if args.tf_python:
+        tf = [next(iter(r["tf_reference"]["paths"].values())) for r in rounds]
+        block["tf_reference"] = _median_rows([{"tf": t} for t in tf])["tf"]
+        block["vs_tf_reference"] = _ratios(block["paths"], block["tf_reference"])
+    return block
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="nextvlad-8g-128k-2048h")
@@ -210,7 +252,18 @@ def _parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", default="{}", help="JSON of preset overrides, e.g. '{}'"
     )
     parser.add_argument("--batch-size", type=int, default=80)
-    parser.add_argument("--frames", default="300", help="frames a video: N or LOW-HIGH (uniform)")
+    parser.add_argument(
+        "--frames",
+        default="300",
+        help="frames a video: N or LOW-HIGH (uniform); several, comma-separated, are measured "
+        "one after the other in the same run",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds (TF, then every path) per frame distribution; medians are reported",
+    )
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument(
@@ -244,31 +297,19 @@ def main(argv: list[str] | None = None) -> int:
         "preset": args.preset,
         "overrides": json.loads(args.overrides),
         "batch_size": args.batch_size,
-        "frames": args.frames,
         "steps": args.steps,
+        "repeats": args.repeats,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
-        "paths": {},
     }
-    if args.tf_python:
-        results["tf_reference"] = _tf_reference(args)
     peak = _matmul_peak()
     results["matmul_peak_gflops_fp32"] = round(peak, 1)
-    for path in args.paths.split(","):
-        for mode in args.modes.split(","):
-            if mode == "int8" and path != "default":
-                continue  # int8 is the default path's inference with --quantize int8
-            if mode != "train" and path == "compiled":
-                continue  # --compile is a training option
-            row = _subprocess(args, path, mode)
-            row["flop_utilisation"] = round(
-                row["gflop_per_example"] * row["examples_per_s"] / peak, 3
-            )
-            results["paths"].setdefault(path, {})[mode] = row
-    if args.tf_python:
-        results["vs_tf_reference"] = _ratios(results, results["tf_reference"])
+    results["distributions"] = {
+        frames: _distribution(argparse.Namespace(**{**vars(args), "frames": frames}), peak)
+        for frames in args.frames.split(",")
+    }
     results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(results) if args.json else json.dumps(results, indent=2))
     return 0

@@ -24,7 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             f"Train a preset with {_PAPER}: Adam (lr 2e-4), lr x0.8 every 2M examples, batch 80 "
             "per process, each gradient clipped to norm 1.0, L2 1e-5 on the classifier. "
             "Mixtures train with on-the-fly distillation (Eq. (16)). Multi-GPU / multi-machine: "
-            "torchrun --nproc_per_node N -m nextvlad train ... (DDP; gloo on CPU)."
+            "torchrun --nproc_per_node N -m nextvlad train ... (DDP; gloo on CPU). "
+            "Reference-compatible models (--set reference_compat=true, what `nextvlad import-tf` "
+            "writes) are trained on batches padded to the original's 300 frames, whose "
+            "batch-norm statistics and mixture gate count the padding."
         ),
     )
     from nextvlad.training.options import add_arguments
@@ -40,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             else "write Kaggle-format predictions",
             description=(
                 "Evaluate a run's newest checkpoint (or a checkpoint folder) with the official "
-                "YouTube-8M metrics."
+                "YouTube-8M metrics. Reference-compatible models get batches padded to 300 "
+                "frames, as the original's reader pads them."
                 if name == "eval"
                 else "Write predictions in the 2018 Kaggle format: VideoId,LabelConfidencePairs with "
                 "the top-k 'label score' pairs by descending score."
@@ -121,10 +125,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, Any]:
-    from nextvlad._memory import reuse_freed_memory
     from nextvlad.training.distributed import resolve_device
-
-    reuse_freed_memory()  # as training does: large tensors on reused pages
     from nextvlad.training.state import load_for_inference
 
     model, transform, config, _ = load_for_inference(args.checkpoint)

@@ -29,7 +29,6 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from nextvlad._memory import reuse_freed_memory
 from nextvlad.checkpoint import load_state
 from nextvlad.data import Batch
 from nextvlad.data.errors import DataError, RecordError
@@ -81,7 +80,6 @@ __all__ = ["TrainingError", "train"]
 def train(options: TrainOptions) -> dict[str, Any]:
     """Train as ``options`` say; returns a summary (steps, examples seen, last evaluation,
     ``signal``: the number of the signal that stopped training early, else 0)."""
-    reuse_freed_memory()  # large tensors on reused pages (see nextvlad._memory)
     ctx = setup(options.device)
     try:
         with StopSignal() as stop:

@@ -204,14 +204,24 @@ def test_two_nodes_on_loopback_train_as_one_node_of_two_processes(tmp_path: Path
     two = tmp_path / "two-nodes"
     endpoint = f"127.0.0.1:{_port()}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # --local-addr: the workers' store is reached at this address, not at the machine's
+    # fully qualified host name (which need not resolve, as on a machine without DNS).
     rendezvous = ["--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "test"]
+    rendezvous += ["--local-addr", "127.0.0.1"]
     nodes = []
     for rank in (0, 1):
         launch = ["--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node", "1"]
-        command = _train_command(tmp_path / "data", two, *launch, *rendezvous)
+        host = ["--rdzv-conf", f"is_host={int(rank == 0)}"]  # not decided by a race for the port
+        command = _train_command(tmp_path / "data", two, *launch, *rendezvous, *host)
         pipe = subprocess.PIPE
         nodes.append(subprocess.Popen(command, stdout=pipe, stderr=pipe, text=True, env=env))
-    outputs = [node.communicate(timeout=300) for node in nodes]
+    try:
+        outputs = [node.communicate(timeout=300) for node in nodes]
+    except subprocess.TimeoutExpired:
+        for node in nodes:
+            node.kill()
+        errors = [node.communicate()[1][-2000:] for node in nodes]
+        raise AssertionError(f"the two nodes did not finish in 300 s: {errors}") from None
     for node, (_, err) in zip(nodes, outputs, strict=True):
         assert node.returncode == 0, err[-3000:]
     assert [p.name for p in (two / "checkpoints").iterdir() if p.name.startswith("step")] == [

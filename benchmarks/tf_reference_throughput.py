@@ -1,14 +1,14 @@
 """Throughput of the original TensorFlow formulation of NeXtVLAD, as a same-machine anchor.
 
-    /tmp/tfenv/bin/python benchmarks/tf_reference_throughput.py --batch-size 80 --json
-    /tmp/tfenv/bin/python benchmarks/tf_reference_throughput.py --quick
-    /tmp/tfenv/bin/python benchmarks/tf_reference_throughput.py --check-fixture \
+    ~/tfenv/bin/python benchmarks/tf_reference_throughput.py --batch-size 80 --json
+    ~/tfenv/bin/python benchmarks/tf_reference_throughput.py --quick
+    ~/tfenv/bin/python benchmarks/tf_reference_throughput.py --check-fixture \
         ../shared/fixtures/tf_reference/nextvlad_single_infer.npz
 
 Setup: TensorFlow goes into a separate virtual environment, so that the Python that has torch
 and ``nextvlad`` stays untouched (this script imports neither)::
 
-    python -m venv /tmp/tfenv && /tmp/tfenv/bin/pip install tensorflow-cpu numpy
+    python -m venv ~/tfenv && ~/tfenv/bin/pip install tensorflow-cpu==2.21.0 numpy
 
 What it builds: ``NeXtVLADModel`` + ``LogisticModel`` of linrongc/youtube-8m, re-written here
 in TF 2 ops (graph mode through ``tf.function``, as the original's TF1 graph; ``--xla`` adds

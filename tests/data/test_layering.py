@@ -1,12 +1,10 @@
-"""The data layer stands apart from the models, and the benchmark script runs."""
+"""The data layer stands apart from the models (the data benchmark's test is in
+benchmarks/tests/test_data_throughput.py)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-
-from tests.conftest import REPO_ROOT
 
 
 def test_data_does_not_import_models() -> None:
@@ -16,18 +14,3 @@ def test_data_does_not_import_models() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-
-
-def test_throughput_benchmark_quick() -> None:
-    script = REPO_ROOT / "benchmarks" / "data_throughput.py"
-    out = subprocess.run(
-        [sys.executable, str(script), "--quick", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    report = json.loads(out.stdout)
-    assert report["one_process"]["examples"] == 64
-    assert report["workers_2"]["examples"] == 64
-    assert report["one_process"]["examples_per_s"] > 0

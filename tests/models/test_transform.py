@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +43,53 @@ def test_eigenvalue_file_errors(tmp_path: Path) -> None:
     np.save(tmp_path / "negative.npy", -np.ones(1024, np.float32))
     with pytest.raises(ConfigError, match="non-negative"):
         load_eigenvalues(tmp_path / "negative.npy")
-    (tmp_path / "text.npy").write_text("not numpy")
-    with pytest.raises(ConfigError, match="not a readable"):
-        load_eigenvalues(tmp_path / "text.npy")
-    (tmp_path / "empty.npy").write_bytes(b"")
-    with pytest.raises(ConfigError, match="not a readable"):
-        load_eigenvalues(tmp_path / "empty.npy")
     with pytest.raises(ValueError, match="1152 features"):
         InputTransform()(torch.zeros(1, 2, 100, dtype=torch.uint8))
+
+
+def _write_pickle(path: Path) -> None:
+    np.save(path, np.array([{"a": 1}] * 1024, dtype=object), allow_pickle=True)
+
+
+def _write_npz(path: Path) -> None:
+    with path.open("wb") as f:  # a file object: np.savez would add .npz to a path
+        np.savez(f, e=np.ones(1024))
+
+
+def _write_truncated(path: Path) -> None:
+    np.save(path, np.ones((1024, 1), np.float32))
+    path.write_bytes(path.read_bytes()[:500])
+
+
+@pytest.mark.parametrize(
+    ("write", "reason"),
+    [
+        (lambda p: p.write_text("not numpy"), "(no .npy header)"),
+        (lambda p: p.write_bytes(b""), "(an empty file)"),
+        (lambda p: p.write_bytes(pickle.dumps([1.0] * 1024)), "(no .npy header)"),
+        (_write_pickle, "(it holds Python objects)"),
+        (_write_npz, "(a zip archive"),
+        (_write_truncated, "(damaged or truncated"),
+        (lambda p: np.save(p, np.array(["1.0"] * 1024)), "(it holds <U3 values"),
+        (lambda p: np.save(p, np.ones(1024, np.complex64)), "(it holds complex64 values"),
+    ],
+)
+def test_a_file_that_is_not_a_float_npy_array_says_so(
+    tmp_path: Path, write: Callable[[Path], object], reason: str
+) -> None:
+    path = tmp_path / "eigenvals.npy"
+    write(path)
+    with pytest.raises(ConfigError) as err:
+        load_eigenvalues(path)
+    message = str(err.value)
+    assert message.startswith(f"{path} is not a float .npy array {reason}")
+    assert "pickle" not in message  # never the advice to unpickle a file
+
+
+def test_eigenvalues_of_the_wrong_shape_say_which(tmp_path: Path) -> None:
+    path = tmp_path / "eigenvals.npy"
+    np.save(path, np.ones((1024, 2), np.float32))
+    with pytest.raises(ConfigError, match=r"of shape \(n,\) or \(n, 1\), got shape \(1024, 2\)"):
+        load_eigenvalues(path)
+    np.save(path, np.arange(1024, dtype=np.int64))  # whole numbers are numbers: accepted
+    assert load_eigenvalues(path).dtype == torch.float32

@@ -19,6 +19,7 @@ from __future__ import annotations
 from nextvlad.data.batch import Batch, VideoCollator
 from nextvlad.data.dataset import VideoDataset, distributed_rank
 from nextvlad.data.errors import (
+    ClassRangeError,
     CorruptRecordError,
     DataError,
     NoDataFilesError,
@@ -53,6 +54,7 @@ __all__ = [
     "VIDEO_LEVEL",
     "YT8M_NUM_CLASSES",
     "Batch",
+    "ClassRangeError",
     "CorruptRecordError",
     "DataError",
     "FeatureSpec",

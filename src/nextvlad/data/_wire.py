@@ -262,6 +262,10 @@ def decode_top(buf: Buffer) -> tuple[list[tuple[int, int]], list[tuple[int, int]
 
 
 def varint(value: int) -> bytes:
+    """The varint of an int64 (or uint64): 7 bits a byte, low bits first. A negative number is
+    written as protobuf writes an ``int64``, its 64-bit two's complement: always 10 bytes (what
+    :func:`read_varint` then :func:`to_int64` read back). The one varint writer of the project
+    (records, TensorBoard events)."""
     value &= _U64
     out = bytearray()
     while value >= 0x80:
@@ -272,6 +276,7 @@ def varint(value: int) -> bytes:
 
 
 def len_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (string, bytes, message, packed list): key, size, payload."""
     return varint(number << 3 | LEN) + varint(len(payload)) + payload
 
 

@@ -170,30 +170,55 @@ class VideoCollator:
     def __call__(self, videos: Sequence[Video]) -> Batch:
         if not videos:
             raise ValueError("cannot collate an empty list of videos")
+        skipped = sum(video.skipped for video in videos)
+        if any(video.is_placeholder for video in videos):
+            videos = [video for video in videos if not video.is_placeholder]
+            if not videos:  # a shard whose every record was skipped: only the count
+                return Batch(ids=[], labels=torch.zeros(0, self.num_classes), num_skipped=skipped)
         names = self.feature_names or tuple(videos[0].features)
-        size = len(videos)
         frame_level = videos[0].num_frames is not None
         dims = [videos[0].features[n].shape[-1] for n in names]
         lengths = [video.num_frames or 0 for video in videos]
+        arrays, segment = _allocate(self._specs(len(videos), frame_level, sum(dims), lengths))
+        self._fill_labels(arrays["labels"], videos)
+        if frame_level:
+            _fill_frames(arrays["frames"], videos, names, dims, lengths)
+            arrays["num_frames"][:] = lengths
+        else:
+            _fill_features(arrays["features"], videos, names, dims)
+        batch = Batch(
+            ids=[video.id for video in videos],
+            num_skipped=skipped,
+            **{name: torch.from_numpy(array) for name, array in arrays.items()},
+        )
+        batch._segment = segment
+        return batch
+
+    def _specs(
+        self, size: int, frame_level: bool, dim: int, lengths: list[int]
+    ) -> list[tuple[str, np.dtype, tuple[int, ...]]]:
+        """(name, dtype, shape) of the batch's arrays: frames padded to the longest video (at
+        least 1) or to ``pad_to``."""
+        specs: list[tuple[str, np.dtype, tuple[int, ...]]] = [
+            ("labels", np.dtype(np.float32), (size, self.num_classes))
+        ]
+        if not frame_level:
+            specs.append(("features", np.dtype(np.float32), (size, dim)))
+            return specs
         longest = max(max(lengths), 1)
-        if self.pad_to is not None and frame_level:
+        if self.pad_to is not None:
             if longest > self.pad_to:
                 raise ConfigError(
                     f"a video has {longest} frames, more than pad_to={self.pad_to}; "
                     "cut it with max_frames"
                 )
             longest = self.pad_to
-        specs: list[tuple[str, np.dtype, tuple[int, ...]]] = [
-            ("labels", np.dtype(np.float32), (size, self.num_classes))
-        ]
-        if frame_level:
-            specs.append(("frames", np.dtype(np.uint8), (size, longest, sum(dims))))
-            specs.append(("num_frames", np.dtype(np.int64), (size,)))
-        else:
-            specs.append(("features", np.dtype(np.float32), (size, sum(dims))))
-        arrays, segment = _allocate(specs)
+        specs.append(("frames", np.dtype(np.uint8), (size, longest, dim)))
+        specs.append(("num_frames", np.dtype(np.int64), (size,)))
+        return specs
 
-        labels = arrays["labels"]
+    def _fill_labels(self, labels: np.ndarray, videos: Sequence[Video]) -> None:
+        """(B, C) multi-hot labels."""
         labels[:] = 0
         for i, video in enumerate(videos):
             classes = video.labels.tolist()  # plain ints: faster than numpy for a few labels
@@ -203,27 +228,32 @@ class VideoCollator:
                         f"video {video.id!r} has labels {classes} outside [0, {self.num_classes})"
                     )
                 labels[i, classes] = 1.0
-        if frame_level:
-            frames = arrays["frames"]
-            for i, (video, length) in enumerate(zip(videos, lengths, strict=True)):
-                col = 0
-                for name, dim in zip(names, dims, strict=True):
-                    frames[i, :length, col : col + dim] = video.features[name]
-                    col += dim
-                if length < longest:
-                    frames[i, length:] = 0
-            arrays["num_frames"][:] = lengths
-        else:
-            features = arrays["features"]
-            for i, video in enumerate(videos):
-                col = 0
-                for name, dim in zip(names, dims, strict=True):
-                    features[i, col : col + dim] = video.features[name]
-                    col += dim
-        batch = Batch(
-            ids=[video.id for video in videos],
-            num_skipped=sum(video.skipped for video in videos),
-            **{name: torch.from_numpy(array) for name, array in arrays.items()},
-        )
-        batch._segment = segment
-        return batch
+
+
+def _fill_frames(
+    frames: np.ndarray,
+    videos: Sequence[Video],
+    names: Sequence[str],
+    dims: list[int],
+    lengths: list[int],
+) -> None:
+    """(B, T, D) frames, features side by side, zero after each video's frames."""
+    longest = frames.shape[1]
+    for i, (video, length) in enumerate(zip(videos, lengths, strict=True)):
+        col = 0
+        for name, dim in zip(names, dims, strict=True):
+            frames[i, :length, col : col + dim] = video.features[name]
+            col += dim
+        if length < longest:
+            frames[i, length:] = 0
+
+
+def _fill_features(
+    features: np.ndarray, videos: Sequence[Video], names: Sequence[str], dims: list[int]
+) -> None:
+    """(B, D) video-level features, side by side."""
+    for i, video in enumerate(videos):
+        col = 0
+        for name, dim in zip(names, dims, strict=True):
+            features[i, col : col + dim] = video.features[name]
+            col += dim

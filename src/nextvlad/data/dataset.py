@@ -29,9 +29,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from nextvlad._yt8m import MAX_FRAMES, YT8M_NUM_CLASSES
 from nextvlad.data.batch import Batch, VideoCollator
 from nextvlad.data.reader import PathsLike, ReadStats, read_videos, resolve_files
-from nextvlad.data.schema import FRAME_LEVEL, YT8M_NUM_CLASSES, Schema, Video
+from nextvlad.data.schema import FRAME_LEVEL, Schema, Video
 from nextvlad.errors import ConfigError
 
 __all__ = ["VideoDataset", "distributed_rank"]
@@ -65,7 +66,9 @@ class VideoDataset(IterableDataset[Video]):
         shuffle: shuffle file order each epoch and videos through a buffer.
         shuffle_buffer: videos held for shuffling per shard (each frame-level video is ~200 KB).
         seed: seed of the shuffling and sampling; with ``set_epoch`` the order is deterministic.
-        skip_corrupt: skip (log and count) corrupt or off-schema records instead of raising.
+        skip_corrupt: skip (log and count) corrupt or off-schema records instead of raising;
+            the count travels in ``Video.skipped`` and then ``Batch.num_skipped`` (see
+            :meth:`loader`).
         verify_crc: check each record's data CRC.
         rank, world_size: override the distributed rank and world size.
         bucket_size: group videos of similar length: windows of ``bucket_size * 16`` videos are
@@ -80,7 +83,7 @@ class VideoDataset(IterableDataset[Video]):
         schema: Schema = FRAME_LEVEL,
         *,
         num_classes: int = YT8M_NUM_CLASSES,
-        max_frames: int = 300,
+        max_frames: int = MAX_FRAMES,
         sample_frames: int | None = None,
         shuffle: bool = False,
         shuffle_buffer: int = 256,
@@ -160,6 +163,7 @@ class VideoDataset(IterableDataset[Video]):
             shard=shard,
             num_shards=num_shards,
             stats=self.stats,
+            placeholder=True,
         )
         if self.sample_frames is not None:
             videos = self._sampled(videos, np.random.default_rng([self.seed, epoch, shard, 1]))
@@ -205,11 +209,18 @@ class VideoDataset(IterableDataset[Video]):
 
         With workers, they are persistent by default (``persistent_workers=True``): they start
         once, keep their buffers warm across epochs and still follow ``set_epoch``.
+
+        With ``skip_corrupt`` the ``num_skipped`` of the batches of an epoch add up to every
+        record skipped in it (unless ``drop_last`` drops a batch): the skips after a shard's last
+        video ride on that video, and a shard whose every record was skipped sends a batch of
+        no video that the loader folds into a batch with videos (it then yields each batch
+        once the next has arrived). Only an epoch with no video at all yields a batch of none.
         """
         if num_workers > 0:
             kwargs.setdefault("prefetch_factor", 2)
             kwargs.setdefault("persistent_workers", True)
-        return DataLoader(
+        loader = _SkipCountingLoader if self.skip_corrupt else DataLoader
+        return loader(
             self,  # type: ignore[arg-type]
             batch_size=batch_size,
             num_workers=num_workers,
@@ -264,3 +275,36 @@ def _bucketed(
             yield from flush()
     if window:
         yield from flush()
+
+
+class _SkipCountingLoader(DataLoader[Batch]):
+    """A DataLoader whose batches of no video (from a shard whose every record was skipped) are
+    folded into batches with videos, so that their counts reach a batch that is used."""
+
+    def __iter__(self) -> Iterator[Batch]:  # type: ignore[override]
+        return _fold_empty_batches(super().__iter__())
+
+
+def _fold_empty_batches(batches: Iterator[Batch]) -> Iterator[Batch]:
+    """The batches with videos, one behind (each is yielded once the next has arrived), the
+    ``num_skipped`` of a batch of no video added to the next batch with videos (to the last one
+    when none comes after it); a stream with no video at all yields one batch of none."""
+    held: Batch | None = None
+    empty: Batch | None = None
+    pending = 0
+    for batch in batches:
+        if not len(batch):
+            pending += batch.num_skipped
+            empty = batch
+            continue
+        if held is not None:
+            yield held
+        held = batch
+        held.num_skipped += pending
+        pending = 0
+    if held is not None:
+        held.num_skipped += pending
+        yield held
+    elif empty is not None:
+        empty.num_skipped = pending
+        yield empty

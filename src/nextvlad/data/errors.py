@@ -72,3 +72,7 @@ class CorruptRecordError(RecordError):
 
 class SchemaError(RecordError):
     """A well-formed record that does not fit the expected schema (missing key, wrong size...)."""
+
+
+class ClassRangeError(SchemaError):
+    """A label at or above the number of classes: the data has more classes than the model."""

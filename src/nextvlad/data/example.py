@@ -42,7 +42,16 @@ def _corrupt(err: Exception) -> CorruptRecordError:
     return CorruptRecordError(f"malformed protocol buffer: {err}")
 
 
-def _merged_features(buf: bytes, ranges: list[tuple[int, int]]) -> dict[str, list[tuple[int, int]]]:
+def merged_features(
+    buf: _wire.Buffer, ranges: list[tuple[int, int]]
+) -> dict[str, list[tuple[int, int]]]:
+    """``{key: byte ranges of its value}`` of the ``Features`` (or ``FeatureLists``) message
+    whose pieces lie at ``ranges`` of ``buf``: as protobuf merges a map, a key's later entry
+    replaces an earlier one. The one merge loop of the decoders.
+
+    Raises:
+        _wire.WireError: malformed bytes.
+    """
     out: dict[str, list[tuple[int, int]]] = {}
     for a, b in ranges:
         out.update(_wire.decode_features(buf, a, b))
@@ -59,7 +68,7 @@ def parse_example(data: bytes) -> dict[str, FeatureValue]:
         features, _ = _wire.decode_top(data)
         return {
             key: _wire.decode_feature_ranges(data, ranges)[1]
-            for key, ranges in _merged_features(data, features).items()
+            for key, ranges in merged_features(data, features).items()
         }
     except _wire.WireError as err:
         raise _corrupt(err) from None
@@ -80,10 +89,10 @@ def parse_sequence_example(
         context_ranges, list_ranges = _wire.decode_top(data)
         context = {
             key: _wire.decode_feature_ranges(data, ranges)[1]
-            for key, ranges in _merged_features(data, context_ranges).items()
+            for key, ranges in merged_features(data, context_ranges).items()
         }
         lists: dict[str, list[FeatureValue]] = {}
-        for key, ranges in _merged_features(data, list_ranges).items():
+        for key, ranges in merged_features(data, list_ranges).items():
             steps: list[FeatureValue] = []
             for a, b in ranges:
                 for number, wire, fa, fb in _wire.iter_fields(data, a, b):

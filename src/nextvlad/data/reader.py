@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -78,6 +78,7 @@ def read_videos(
     shard: int = 0,
     num_shards: int = 1,
     stats: ReadStats | None = None,
+    placeholder: bool = False,
 ) -> Iterator[Video]:
     """Decoded videos of ``files`` (in the order given) that belong to ``shard`` of
     ``num_shards``.
@@ -88,32 +89,64 @@ def read_videos(
     way the shards together read every record exactly once.
 
     With ``skip_corrupt`` corrupt and off-schema records are logged, counted in ``stats`` and in
-    the ``skipped`` field of the next video yielded; otherwise the first one raises.
+    the ``skipped`` field of the next video yielded (of the last one for skips after it: the
+    ``skipped`` fields add up to every skip); otherwise the first one raises. A shard that yields
+    no video at all has nothing to carry its skips: with ``placeholder`` it then ends with
+    :meth:`Video.placeholder` carrying them (for pipelines that count ``skipped``, such as
+    :class:`~nextvlad.data.VideoDataset`), without it they are only in ``stats``.
 
     Raises:
         RecordError: (``CorruptRecordError`` or ``SchemaError``) naming file, record and offset.
         NoDataFilesError: a file that disappeared.
     """
-    if not 0 <= shard < num_shards:
-        raise ValueError(f"shard {shard} not in [0, {num_shards})")
-    stats = stats if stats is not None else ReadStats()
-    pending = 0
-    by_file = len(files) >= num_shards
-    mine = files[shard::num_shards] if by_file else files
-    base = 0  # running record index over all files (record sharding)
-    for path in mine:
-        want = None if by_file else (lambda i, b=base: (b + i) % num_shards == shard)
+    reading = _Reading(schema, max_frames, num_classes, skip_corrupt, verify, stats)
+    videos = reading.videos(files, shard, num_shards)
+    return _carry_trailing_skips(videos, reading, placeholder) if skip_corrupt else videos
+
+
+class _Reading:
+    """One :func:`read_videos` stream: its settings, its stats, and the skips that no video has
+    carried yet."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        max_frames: int | None,
+        num_classes: int | None,
+        skip_corrupt: bool,
+        verify: bool,
+        stats: ReadStats | None,
+    ) -> None:
+        self.schema = schema
+        self.max_frames = max_frames
+        self.num_classes = num_classes
+        self.skip_corrupt = skip_corrupt
+        self.verify = verify
+        self.stats = stats if stats is not None else ReadStats()
+        self.pending = 0  # records skipped since the last video yielded
+
+    def videos(self, files: Sequence[str], shard: int, num_shards: int) -> Iterator[Video]:
+        """The shard's videos, each carrying the skips since the one before."""
+        if not 0 <= shard < num_shards:
+            raise ValueError(f"shard {shard} not in [0, {num_shards})")
+        by_file = len(files) >= num_shards
+        mine = files[shard::num_shards] if by_file else files
+        base = 0  # running record index over all files (record sharding)
+        for path in mine:
+            want = None if by_file else (lambda i, b=base: (b + i) % num_shards == shard)
+            base += yield from self._file_videos(path, want)
+
+    def _file_videos(
+        self, path: str, want: Callable[[int], bool] | None
+    ) -> Generator[Video, None, int]:
+        """The videos of one file; returns the number of records it framed."""
         count = 0
-        for item in iter_records(path, verify=verify, want=want, recycle=True):
+        for item in iter_records(path, verify=self.verify, want=want, recycle=True):
             if isinstance(item, CorruptRecordError):
-                if not skip_corrupt:
-                    raise item
-                log.warning("skipping corrupt record: %s", item)
-                stats.add_corrupt(item)
-                pending += 1
+                self._skip(item)
                 assert item.index is not None
                 # A record that ends the file was never complete: it does not count.
-                count = item.index if getattr(item, "ends_file", False) else item.index + 1
+                count = item.index if item.ends_file else item.index + 1
                 continue
             count = item.index + 1
             if item.data is None:
@@ -121,22 +154,44 @@ def read_videos(
             try:
                 video = decode_video(
                     item.data,
-                    schema,
-                    max_frames=max_frames,
-                    num_classes=num_classes,
+                    self.schema,
+                    max_frames=self.max_frames,
+                    num_classes=self.num_classes,
                     owner=item.owner,
                 )
             except RecordError as err:
-                located = err.located(path, item.index, item.offset)
-                if not skip_corrupt:
-                    raise located from None
-                log.warning("skipping corrupt record: %s", located)
-                stats.add_corrupt(located)
-                pending += 1
+                self._skip(err.located(path, item.index, item.offset))
                 continue
-            stats.num_records += 1
-            if pending:
-                video = replace(video, skipped=pending)
-                pending = 0
+            self.stats.num_records += 1
+            if self.pending:
+                video = replace(video, skipped=self.pending)
+                self.pending = 0
             yield video
-        base += count
+        return count
+
+    def _skip(self, err: RecordError) -> None:
+        """Counts a corrupt record, or raises it without ``skip_corrupt``."""
+        if not self.skip_corrupt:
+            raise err from None
+        log.warning("skipping corrupt record: %s", err)
+        self.stats.add_corrupt(err)
+        self.pending += 1
+
+
+def _carry_trailing_skips(
+    videos: Iterator[Video], reading: _Reading, placeholder: bool
+) -> Iterator[Video]:
+    """``videos`` one behind, so that the last also carries the skips after it."""
+    held: Video | None = None
+    for video in videos:
+        if held is not None:
+            yield held
+        held = video
+    if held is not None:
+        if reading.pending:
+            held = replace(held, skipped=held.skipped + reading.pending)
+            reading.pending = 0
+        yield held
+    elif placeholder and reading.pending:
+        yield Video.placeholder(reading.pending)
+        reading.pending = 0

@@ -12,12 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import numpy as np
 
+from nextvlad._yt8m import AUDIO_DIM, RGB_DIM, YT8M_NUM_CLASSES
 from nextvlad.data import _wire
-from nextvlad.data.errors import CorruptRecordError, SchemaError
-from nextvlad.data.example import FeatureLike, encode_example, encode_sequence_example
+from nextvlad.data.errors import ClassRangeError, CorruptRecordError, SchemaError
+from nextvlad.data.example import (
+    FeatureLike,
+    encode_example,
+    encode_sequence_example,
+    merged_features,
+)
 from nextvlad.errors import ConfigError
 
 __all__ = [
@@ -34,7 +41,6 @@ __all__ = [
     "infer_schema",
 ]
 
-YT8M_NUM_CLASSES = 3862  # the 2018 vocabulary
 SEGMENT_KEYS = ("segment_start_times", "segment_end_times", "segment_labels", "segment_scores")
 
 
@@ -51,7 +57,10 @@ class Schema:
     """What a record holds. Defaults: YouTube-8M frame-level (``rgb`` 1024 + ``audio`` 128)."""
 
     # Features in the order they are concatenated along the last axis of a batch.
-    features: tuple[FeatureSpec, ...] = (FeatureSpec("rgb", 1024), FeatureSpec("audio", 128))
+    features: tuple[FeatureSpec, ...] = (
+        FeatureSpec("rgb", RGB_DIM),
+        FeatureSpec("audio", AUDIO_DIM),
+    )
     # True: SequenceExample with one uint8 frame a step; False: Example with float vectors.
     frame_level: bool = True
     # Context keys tried in order for the video id (2017 records use "video_id").
@@ -96,7 +105,8 @@ class Schema:
 
 FRAME_LEVEL = Schema()
 VIDEO_LEVEL = Schema(
-    features=(FeatureSpec("mean_rgb", 1024), FeatureSpec("mean_audio", 128)), frame_level=False
+    features=(FeatureSpec("mean_rgb", RGB_DIM), FeatureSpec("mean_audio", AUDIO_DIM)),
+    frame_level=False,
 )
 
 
@@ -124,15 +134,30 @@ class Video:
     features: dict[str, np.ndarray]
     num_frames: int | None
     segments: Segments | None = None
-    # Corrupt records the reader skipped (skip_corrupt=True) since the previous video it yielded.
+    # Corrupt records the reader skipped (skip_corrupt=True) since the previous video it yielded
+    # (the last video of a stream also carries the skips after it).
     skipped: int = field(default=0, compare=False)
 
+    @classmethod
+    def placeholder(cls, skipped: int) -> Video:
+        """A stand-in with no id, label or feature that only carries ``skipped``: what a shard
+        whose every record was skipped yields, so that the count still reaches a batch."""
+        return cls("", np.zeros(0, np.int64), {}, None, skipped=skipped)
 
-def _one(buf: _wire.Buffer, ctx: dict[str, list[tuple[int, int]]], key: str) -> tuple[str, object]:
+    @property
+    def is_placeholder(self) -> bool:
+        """True for :meth:`placeholder` (a real video has at least one feature)."""
+        return not self.features
+
+
+Ranges: TypeAlias = dict[str, list[tuple[int, int]]]  # feature key -> byte ranges of its value
+
+
+def _one(buf: _wire.Buffer, ctx: Ranges, key: str) -> tuple[str, object]:
     return _wire.decode_feature_ranges(buf, ctx[key])
 
 
-def _int64s(buf: _wire.Buffer, ctx: dict[str, list[tuple[int, int]]], key: str) -> np.ndarray:
+def _int64s(buf: _wire.Buffer, ctx: Ranges, key: str) -> np.ndarray:
     kind, value = _one(buf, ctx, key)
     if kind == "int64":
         return value  # type: ignore[return-value]
@@ -149,7 +174,9 @@ def _check_classes(labels: np.ndarray, what: str, num_classes: int | None) -> No
     if low < 0:
         raise SchemaError(f"{what} has negative class {low}")
     if num_classes is not None and high >= num_classes:
-        raise SchemaError(f"{what} has class {high}, not below the number of classes {num_classes}")
+        raise ClassRangeError(
+            f"{what} has class {high}, not below the number of classes {num_classes}"
+        )
 
 
 def decode_video(
@@ -187,94 +214,108 @@ def _decode_video(
     owner: np.ndarray | None,
 ) -> Video:
     context_ranges, list_ranges = _wire.decode_top(buf)
-    ctx: dict[str, list[tuple[int, int]]] = {}
-    for a, b in context_ranges:
-        ctx.update(_wire.decode_features(buf, a, b))
+    ctx = merged_features(buf, context_ranges)
+    video_id = _video_id(buf, ctx, schema.id_keys)
+    has_labels = schema.labels_key in ctx
+    labels = _int64s(buf, ctx, schema.labels_key) if has_labels else np.zeros(0, np.int64)
+    _check_classes(labels, "labels", num_classes)
+    segments = _segments(buf, ctx, num_classes)
+    if schema.frame_level:
+        features, num_frames = _frames(buf, list_ranges, schema, max_frames, owner)
+        return Video(video_id, labels, features, num_frames, segments)
+    return Video(video_id, labels, _vectors(buf, ctx, list_ranges, schema), None, segments)
 
-    video_id = None
-    for key in schema.id_keys:
+
+def _video_id(buf: _wire.Buffer, ctx: Ranges, id_keys: tuple[str, ...]) -> str:
+    """The id under the first of ``id_keys`` the context has."""
+    for key in id_keys:
         if key in ctx:
             kind, value = _one(buf, ctx, key)
             if kind != "bytes" or len(value) != 1:  # type: ignore[arg-type]
                 raise SchemaError(f"context {key!r} is not a single bytes value")
             try:
-                video_id = value[0].decode("utf-8")  # type: ignore[index]
+                return value[0].decode("utf-8")  # type: ignore[index]
             except UnicodeDecodeError:
                 raise SchemaError(f"context {key!r} is not UTF-8") from None
-            break
-    if video_id is None:
-        found = ", ".join(repr(k) for k in list(ctx)[:8]) or "none"
-        raise SchemaError(
-            f"no id: none of the context keys {list(schema.id_keys)} (keys found: {found})"
-        )
+    found = ", ".join(repr(k) for k in list(ctx)[:8]) or "none"
+    raise SchemaError(f"no id: none of the context keys {list(id_keys)} (keys found: {found})")
 
-    if schema.labels_key in ctx:
-        labels = _int64s(buf, ctx, schema.labels_key)
-    else:
-        labels = np.zeros(0, np.int64)
-    _check_classes(labels, "labels", num_classes)
 
-    segments = None
+def _segments(buf: _wire.Buffer, ctx: Ranges, num_classes: int | None) -> Segments | None:
+    """The 2019 segment annotations, None for a record without them (all four keys or none)."""
     present = [k for k in SEGMENT_KEYS if k in ctx]
-    if present:
-        if len(present) != len(SEGMENT_KEYS):
-            missing = [k for k in SEGMENT_KEYS if k not in ctx]
-            raise SchemaError(f"segment annotations incomplete: missing {missing}")
-        starts = _int64s(buf, ctx, SEGMENT_KEYS[0])
-        ends = _int64s(buf, ctx, SEGMENT_KEYS[1])
-        seg_labels = _int64s(buf, ctx, SEGMENT_KEYS[2])
-        kind, scores = _one(buf, ctx, SEGMENT_KEYS[3])
-        if kind == "":
-            scores = np.zeros(0, np.float32)
-        elif kind != "float":
-            raise SchemaError(f"context 'segment_scores' is a {kind} list, expected float")
-        sizes = {len(starts), len(ends), len(seg_labels), len(scores)}  # type: ignore[arg-type]
-        if len(sizes) != 1:
-            raise SchemaError(
-                f"segment annotations of different lengths: {len(starts)} starts, {len(ends)} "
-                f"ends, {len(seg_labels)} labels, {len(scores)} scores"  # type: ignore[arg-type]
-            )
-        _check_classes(seg_labels, "segment_labels", num_classes)
-        segments = Segments(starts, ends, seg_labels, scores)  # type: ignore[arg-type]
+    if not present:
+        return None
+    if len(present) != len(SEGMENT_KEYS):
+        missing = [k for k in SEGMENT_KEYS if k not in ctx]
+        raise SchemaError(f"segment annotations incomplete: missing {missing}")
+    starts = _int64s(buf, ctx, SEGMENT_KEYS[0])
+    ends = _int64s(buf, ctx, SEGMENT_KEYS[1])
+    seg_labels = _int64s(buf, ctx, SEGMENT_KEYS[2])
+    kind, scores = _one(buf, ctx, SEGMENT_KEYS[3])
+    if kind == "":
+        scores = np.zeros(0, np.float32)
+    elif kind != "float":
+        raise SchemaError(f"context 'segment_scores' is a {kind} list, expected float")
+    sizes = {len(starts), len(ends), len(seg_labels), len(scores)}  # type: ignore[arg-type]
+    if len(sizes) != 1:
+        raise SchemaError(
+            f"segment annotations of different lengths: {len(starts)} starts, {len(ends)} "
+            f"ends, {len(seg_labels)} labels, {len(scores)} scores"  # type: ignore[arg-type]
+        )
+    _check_classes(seg_labels, "segment_labels", num_classes)
+    return Segments(starts, ends, seg_labels, scores)  # type: ignore[arg-type]
 
+
+def _frames(
+    buf: _wire.Buffer,
+    list_ranges: list[tuple[int, int]],
+    schema: Schema,
+    max_frames: int | None,
+    owner: np.ndarray | None,
+) -> tuple[dict[str, np.ndarray], int]:
+    """The (T, D) uint8 frames of each feature of a frame-level schema, and T (after the cut)."""
+    lists = merged_features(buf, list_ranges)
+    if not lists:
+        raise SchemaError(
+            "no feature lists: not a frame-level SequenceExample (video-level data? "
+            "use the video-level schema)"
+        )
     features: dict[str, np.ndarray] = {}
-    if schema.frame_level:
-        lists: dict[str, list[tuple[int, int]]] = {}
-        for a, b in list_ranges:
-            lists.update(_wire.decode_features(buf, a, b))
-        if not lists:
+    num_frames = -1
+    for spec in schema.features:
+        if spec.name not in lists:
             raise SchemaError(
-                "no feature lists: not a frame-level SequenceExample (video-level data? "
-                "use the video-level schema)"
+                f"no feature list {spec.name!r} (found: {', '.join(map(repr, lists))})"
             )
-        num_frames = -1
-        for spec in schema.features:
-            if spec.name not in lists:
-                raise SchemaError(
-                    f"no feature list {spec.name!r} (found: {', '.join(map(repr, lists))})"
-                )
-            try:
-                frames = _wire.decode_frames(buf, lists[spec.name], spec.dim, spec.name, owner)
-            except _wire.FrameSizeError as err:
-                raise SchemaError(str(err)) from None
-            if num_frames < 0:
-                num_frames = len(frames)
-            elif len(frames) != num_frames:
-                first = schema.features[0].name
-                raise SchemaError(
-                    f"feature lists differ in length: {first!r} has {num_frames} frames, "
-                    f"{spec.name!r} has {len(frames)}"
-                )
-            features[spec.name] = frames
-        if max_frames is not None and num_frames > max_frames:
-            features = {name: frames[:max_frames] for name, frames in features.items()}
-            num_frames = max_frames
-        return Video(video_id, labels, features, num_frames, segments)
+        try:
+            frames = _wire.decode_frames(buf, lists[spec.name], spec.dim, spec.name, owner)
+        except _wire.FrameSizeError as err:
+            raise SchemaError(str(err)) from None
+        if num_frames < 0:
+            num_frames = len(frames)
+        elif len(frames) != num_frames:
+            first = schema.features[0].name
+            raise SchemaError(
+                f"feature lists differ in length: {first!r} has {num_frames} frames, "
+                f"{spec.name!r} has {len(frames)}"
+            )
+        features[spec.name] = frames
+    if max_frames is not None and num_frames > max_frames:
+        features = {name: frames[:max_frames] for name, frames in features.items()}
+        num_frames = max_frames
+    return features, num_frames
 
+
+def _vectors(
+    buf: _wire.Buffer, ctx: Ranges, list_ranges: list[tuple[int, int]], schema: Schema
+) -> dict[str, np.ndarray]:
+    """The (D,) float32 vector of each feature of a video-level schema."""
     if list_ranges and any(b > a for a, b in list_ranges):
         raise SchemaError(
             "record has feature lists: frame-level data read with a video-level schema"
         )
+    features: dict[str, np.ndarray] = {}
     for spec in schema.features:
         if spec.name not in ctx:
             raise SchemaError(f"no feature {spec.name!r}")
@@ -286,7 +327,7 @@ def _decode_video(
                 f"feature {spec.name!r} has {len(value)} values, expected {spec.dim}"  # type: ignore[arg-type]
             )
         features[spec.name] = value  # type: ignore[assignment]
-    return Video(video_id, labels, features, None, segments)
+    return features
 
 
 def encode_video(video: Video, schema: Schema = FRAME_LEVEL, *, id_key: str = "id") -> bytes:
@@ -327,39 +368,46 @@ def infer_schema(record: _wire.Buffer) -> Schema | None:
     """
     try:
         context_ranges, list_ranges = _wire.decode_top(record)
-        lists: dict[str, list[tuple[int, int]]] = {}
-        for a, b in list_ranges:
-            lists.update(_wire.decode_features(record, a, b))
+        lists = merged_features(record, list_ranges)
         if lists:
-            specs = []
-            for name, ranges in lists.items():
-                dim = None
-                for a, b in ranges:
-                    for number, wire, fa, fb in _wire.iter_fields(record, a, b):
-                        if number == 1 and wire == _wire.LEN:
-                            kind, value = _wire.decode_feature(record, fa, fb)
-                            if kind == "bytes" and len(value) == 1:
-                                dim = len(value[0])
-                            break
-                    if dim is not None:
-                        break
-                if dim is None or dim == 0:
-                    return None
-                specs.append(FeatureSpec(name, dim))
-            return _known(Schema(features=tuple(specs), frame_level=True))
-        ctx: dict[str, list[tuple[int, int]]] = {}
-        for a, b in context_ranges:
-            ctx.update(_wire.decode_features(record, a, b))
-        specs = []
-        for name in ctx:
-            if name in SEGMENT_KEYS:
-                continue
-            kind, value = _wire.decode_feature_ranges(record, ctx[name])
-            if kind == "float" and len(value) > 0:
-                specs.append(FeatureSpec(name, len(value)))
-        return _known(Schema(features=tuple(specs), frame_level=False)) if specs else None
+            return _frame_level_schema(record, lists)
+        return _video_level_schema(record, merged_features(record, context_ranges))
     except _wire.WireError as err:
         raise CorruptRecordError(f"malformed protocol buffer: {err}") from None
+
+
+def _frame_level_schema(record: _wire.Buffer, lists: Ranges) -> Schema | None:
+    specs = []
+    for name, ranges in lists.items():
+        dim = _first_frame_size(record, ranges)
+        if not dim:
+            return None
+        specs.append(FeatureSpec(name, dim))
+    return _known(Schema(features=tuple(specs), frame_level=True))
+
+
+def _first_frame_size(record: _wire.Buffer, ranges: list[tuple[int, int]]) -> int | None:
+    """Bytes of a feature list's first frame; None when no piece of the list starts with a
+    single bytes value."""
+    for a, b in ranges:
+        for number, wire, fa, fb in _wire.iter_fields(record, a, b):
+            if number == 1 and wire == _wire.LEN:
+                kind, value = _wire.decode_feature(record, fa, fb)
+                if kind == "bytes" and len(value) == 1:
+                    return len(value[0])
+                break
+    return None
+
+
+def _video_level_schema(record: _wire.Buffer, ctx: Ranges) -> Schema | None:
+    specs = []
+    for name in ctx:
+        if name in SEGMENT_KEYS:
+            continue
+        kind, value = _wire.decode_feature_ranges(record, ctx[name])
+        if kind == "float" and len(value) > 0:
+            specs.append(FeatureSpec(name, len(value)))
+    return _known(Schema(features=tuple(specs), frame_level=False)) if specs else None
 
 
 def _known(schema: Schema) -> Schema:

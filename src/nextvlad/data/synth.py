@@ -34,27 +34,24 @@ from pathlib import Path
 
 import numpy as np
 
+from nextvlad._yt8m import AUDIO_DIM, DEQUANT_BIAS, DEQUANT_SCALE, RGB_DIM
 from nextvlad.data.schema import FRAME_LEVEL, VIDEO_LEVEL, Video, encode_video
 from nextvlad.data.tfrecord import TFRecordWriter
 from nextvlad.errors import ConfigError
 
 __all__ = ["SynthConfig", "dequantize", "quantize", "synthetic_videos", "write_synthetic"]
 
-RGB_DIM = 1024
-AUDIO_DIM = 128
-_Q_SCALE = 4.0 / 255.0
-_Q_BIAS = 4.0 / 512.0 - 2.0
-
 
 def quantize(x: np.ndarray) -> np.ndarray:
     """Floats in [-2, 2] to uint8 the way YouTube-8M quantised its features."""
-    q = np.rint((x - _Q_BIAS) * (1.0 / _Q_SCALE))
+    q = np.rint((x - DEQUANT_BIAS) * (1.0 / DEQUANT_SCALE))
     return np.clip(q, 0, 255).astype(np.uint8)
 
 
 def dequantize(q: np.ndarray) -> np.ndarray:
     """uint8 to float32: ``q * 4/255 + 4/512 - 2``."""
-    return (q.astype(np.float32) * np.float32(_Q_SCALE) + np.float32(_Q_BIAS)).astype(np.float32)
+    scale, bias = np.float32(DEQUANT_SCALE), np.float32(DEQUANT_BIAS)
+    return (q.astype(np.float32) * scale + bias).astype(np.float32)
 
 
 @dataclass(frozen=True)

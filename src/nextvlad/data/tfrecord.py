@@ -12,9 +12,11 @@ where ``masked_crc32c(x) = rotate_right(crc32c(x), 15) + 0xA282EAD8 (mod 2**32)`
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -60,8 +62,20 @@ def encode_record(data: bytes) -> bytes:
 _POOL = BufferPool(step=1 << 16, limit=64 << 20)  # read buffers
 
 
-def _ends_file(reason: str, *, path: str, index: int, offset: int) -> CorruptRecordError:
-    err = CorruptRecordError(reason, path=path, index=index, offset=offset)
+@dataclass(slots=True)
+class _Where:
+    """Where a record lies: its file, index in the file and byte offset of its header."""
+
+    path: str
+    index: int
+    offset: int
+
+    def error(self, reason: str) -> CorruptRecordError:
+        return CorruptRecordError(reason, path=self.path, index=self.index, offset=self.offset)
+
+
+def _ends_file(reason: str, where: _Where) -> CorruptRecordError:
+    err = where.error(reason)
     err.ends_file = True
     return err
 
@@ -116,83 +130,87 @@ def iter_records(
             costs about 4 us a page, as much as reading it).
     """
     name = os.fspath(path)
-    try:
-        f = open(name, "rb", buffering=0)  # noqa: SIM115 - closed in finally
-    except FileNotFoundError:
-        raise NoDataFilesError(f"no such file: {name}") from None
-    except IsADirectoryError:
-        raise NoDataFilesError(f"is a directory, not a TFRecord file: {name}") from None
+    f = _open(name)
     try:
         size = os.fstat(f.fileno()).st_size
         offset = 0
         index = 0
-        read = f.read
         while offset < size:
             wanted = want is None or want(index)
-            header = read(HEADER_SIZE)
-            if len(header) < HEADER_SIZE:
+            where = _Where(name, index, offset)
+            framed = _read_header(f, where, size)
+            if isinstance(framed, CorruptRecordError):
                 if wanted:
-                    yield _ends_file(
-                        f"truncated record header ({len(header)} of {HEADER_SIZE} bytes; "
-                        "file truncated?)",
-                        path=name,
-                        index=index,
-                        offset=offset,
-                    )
+                    yield framed
                 return
-            length, length_crc = _HEADER.unpack(header)
-            if masked_crc32c(header[:8]) != length_crc:
-                if wanted:
-                    yield _ends_file(
-                        "length CRC mismatch (corrupt header; the rest of the file is unreadable)",
-                        path=name,
-                        index=index,
-                        offset=offset,
-                    )
-                return
-            end = offset + HEADER_SIZE + length + FOOTER_SIZE
-            if end > size:
-                if wanted:
-                    yield _ends_file(
-                        f"truncated record: needs {length} data bytes and a CRC but only "
-                        f"{size - offset - HEADER_SIZE} bytes remain (file truncated?)",
-                        path=name,
-                        index=index,
-                        offset=offset,
-                    )
-                return
+            length, end = framed
             if not wanted:
                 f.seek(end)
                 yield RawRecord(index, offset, None)
             else:
-                owner = None
-                data: bytes | memoryview
-                if recycle:
-                    owner = _POOL.array(length)
-                    data = owner.data  # a memoryview of the recycled buffer
-                    got = f.readinto(data)
-                else:
-                    data = read(length)
-                    got = len(data)
-                footer = read(FOOTER_SIZE)
-                if got != length or len(footer) != FOOTER_SIZE:  # file shrank meanwhile
-                    yield _ends_file(
-                        "truncated record (file changed while reading)",
-                        path=name,
-                        index=index,
-                        offset=offset,
-                    )
+                item = _read_data(f, where, length, verify=verify, recycle=recycle)
+                yield item
+                if isinstance(item, CorruptRecordError) and item.ends_file:
                     return
-                if verify and masked_crc32c(data) != _CRC.unpack(footer)[0]:
-                    yield CorruptRecordError(
-                        "data CRC mismatch (corrupt record)", path=name, index=index, offset=offset
-                    )
-                else:
-                    yield RawRecord(index, offset, data, owner)
             offset = end
             index += 1
     finally:
         f.close()
+
+
+def _open(name: str) -> io.FileIO:
+    """The file, unbuffered (records are read whole, into buffers of our own)."""
+    try:
+        return open(name, "rb", buffering=0)  # the caller closes it
+    except FileNotFoundError:
+        raise NoDataFilesError(f"no such file: {name}") from None
+    except IsADirectoryError:
+        raise NoDataFilesError(f"is a directory, not a TFRecord file: {name}") from None
+
+
+def _read_header(f: io.FileIO, where: _Where, size: int) -> tuple[int, int] | CorruptRecordError:
+    """(data length, end offset) of the record whose header starts at ``where``, or the error
+    that ends the file (truncated header or record, length CRC mismatch)."""
+    header = f.read(HEADER_SIZE)
+    if len(header) < HEADER_SIZE:
+        return _ends_file(
+            f"truncated record header ({len(header)} of {HEADER_SIZE} bytes; file truncated?)",
+            where,
+        )
+    length, length_crc = _HEADER.unpack(header)
+    if masked_crc32c(header[:8]) != length_crc:
+        return _ends_file(
+            "length CRC mismatch (corrupt header; the rest of the file is unreadable)", where
+        )
+    end = where.offset + HEADER_SIZE + length + FOOTER_SIZE
+    if end > size:
+        return _ends_file(
+            f"truncated record: needs {length} data bytes and a CRC but only "
+            f"{size - where.offset - HEADER_SIZE} bytes remain (file truncated?)",
+            where,
+        )
+    return length, end
+
+
+def _read_data(
+    f: io.FileIO, where: _Where, length: int, *, verify: bool, recycle: bool
+) -> RawRecord | CorruptRecordError:
+    """The record's data and footer (the file is just after its header), checked."""
+    owner = None
+    data: bytes | memoryview
+    if recycle:
+        owner = _POOL.array(length)
+        data = owner.data  # a memoryview of the recycled buffer
+        got = f.readinto(data)
+    else:
+        data = f.read(length)
+        got = len(data)
+    footer = f.read(FOOTER_SIZE)
+    if got != length or len(footer) != FOOTER_SIZE:  # file shrank meanwhile
+        return _ends_file("truncated record (file changed while reading)", where)
+    if verify and masked_crc32c(data) != _CRC.unpack(footer)[0]:
+        return where.error("data CRC mismatch (corrupt record)")
+    return RawRecord(where.index, where.offset, data, owner)
 
 
 def count_records(path: str | os.PathLike[str]) -> int:

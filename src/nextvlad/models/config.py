@@ -11,13 +11,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from nextvlad._yt8m import AUDIO_DIM, RGB_DIM
+from nextvlad._yt8m import YT8M_NUM_CLASSES as YT8M_NUM_CLASSES  # re-exported for the presets
 from nextvlad.errors import ConfigError
 
 AGGREGATORS = ("nextvlad", "netvlad", "mean")
 GATINGS = ("se", "context", "none")
 CLASSIFIERS = ("logistic", "moe")
 INPUT_NORMS = ("l2", "none")
-YT8M_NUM_CLASSES = 3862
 
 
 @dataclass(frozen=True)
@@ -41,15 +42,15 @@ def youtube8m_streams(
     """
     return (
         StreamConfig(
-            "rgb", 1024, num_clusters, groups, expansion, 1024 // reduce if reduce else None
+            "rgb", RGB_DIM, num_clusters, groups, expansion, RGB_DIM // reduce if reduce else None
         ),
         StreamConfig(
             "audio",
-            128,
+            AUDIO_DIM,
             num_clusters // 2,
             groups // 2,
             expansion,
-            128 // reduce if reduce else None,
+            AUDIO_DIM // reduce if reduce else None,
         ),
     )
 
@@ -176,7 +177,7 @@ class VideoModelConfig:
     input_level: ClassVar[str] = "video"
 
     feature_names: tuple[str, ...] = ("mean_rgb", "mean_audio")  # features in the records
-    feature_dims: tuple[int, ...] = (1024, 128)  # their sizes
+    feature_dims: tuple[int, ...] = (RGB_DIM, AUDIO_DIM)  # their sizes
     classifier: str = "logistic"  # "logistic" | "moe"
     moe_mixtures: int = 2  # experts per class when classifier == "moe"
     input_norm: str = "l2"  # "l2": L2-normalise the concatenated input, as the starter code

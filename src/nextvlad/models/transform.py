@@ -17,36 +17,75 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from nextvlad._yt8m import AUDIO_DIM, DEQUANT_BIAS, DEQUANT_SCALE, RGB_DIM
 from nextvlad.errors import ConfigError
 from nextvlad.nn import frame_mask
 from nextvlad.nn.packing import FramePacking
 
-DEQUANT_SCALE = 4.0 / 255.0  # (max - min) / 255 with max = 2, min = -2
-DEQUANT_BIAS = 4.0 / 512.0 - 2.0  # (max - min) / 512 + min
+__all__ = [
+    "DEQUANT_BIAS",
+    "DEQUANT_SCALE",
+    "WHITENING_EPSILON",
+    "WHITENING_OFFSET",
+    "InputTransform",
+    "load_eigenvalues",
+]
+
 WHITENING_OFFSET = 4.0 / 512.0
 WHITENING_EPSILON = 1e-4
+_NPY_MAGIC = b"\x93NUMPY"  # how an .npy file starts
 
 
-def load_eigenvalues(path: str | Path, dim: int = 1024) -> Tensor:
-    """The first ``dim`` PCA eigenvalues from an .npy file of shape (n,) or (n, 1), n >= dim."""
+def load_eigenvalues(path: str | Path, dim: int = RGB_DIM) -> Tensor:
+    """The first ``dim`` PCA eigenvalues from an .npy file of shape (n,) or (n, 1), n >= dim.
+
+    Raises:
+        ConfigError: no such file, a file that is not a float .npy array (never unpickled), or
+            one of the wrong shape or with negative or non-finite values.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"eigenvalue file not found: {path}")
-    try:
-        values = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise ConfigError(f"{path}: not a readable .npy array ({err})") from None
+    values = _read_npy(path)
+    if values.dtype.kind not in "fiu":  # real numbers (Google's file holds float32)
+        raise ConfigError(
+            f"{path} is not a float .npy array (it holds {values.dtype} values; expected "
+            "float eigenvalues such as those of Google's yt8m_pca/eigenvals.npy)"
+        )
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
-    if values.ndim != 1 or values.shape[0] < dim or not np.issubdtype(values.dtype, np.number):
+    if values.ndim != 1 or values.shape[0] < dim:
         raise ConfigError(
             f"{path}: expected at least {dim} eigenvalues of shape (n,) or (n, 1), "
-            f"got {values.dtype} {values.shape}"
+            f"got shape {values.shape}"
         )
     values = values[:dim].astype(np.float32)
     if not np.all(np.isfinite(values)) or np.any(values < 0):
         raise ConfigError(f"{path}: eigenvalues must be finite and non-negative")
     return torch.from_numpy(values)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """The array of an .npy file, never unpickled: numpy's own message for a file that is not
+    an array (which suggests unpickling it) becomes a plain one."""
+    with path.open("rb") as f:
+        magic = f.read(len(_NPY_MAGIC))
+    if magic != _NPY_MAGIC:
+        what = "an empty file" if not magic else "no .npy header"
+        if magic.startswith(b"PK"):
+            what = "a zip archive, e.g. an .npz of several arrays"
+        raise ConfigError(f"{path} is not a float .npy array ({what})")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        text = str(err)
+        if "Object arrays" in text:
+            what = "it holds Python objects"
+        elif "pickle" in text:
+            what = "a damaged header"
+        else:
+            what = f"damaged or truncated: {text}"
+        raise ConfigError(f"{path} is not a float .npy array ({what})") from None
 
 
 class InputTransform(nn.Module):
@@ -61,7 +100,7 @@ class InputTransform(nn.Module):
 
     def __init__(
         self,
-        feature_dims: Sequence[int] = (1024, 128),
+        feature_dims: Sequence[int] = (RGB_DIM, AUDIO_DIM),
         eigenvalues: Tensor | None = None,
         *,
         dequantize: bool = True,

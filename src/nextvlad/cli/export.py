@@ -52,6 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="int8: dynamic int8 quantisation of the linear layers (about a quarter of the file)",
     )
     p.add_argument(
+        "--legacy-onnx",
+        action="store_true",
+        help="ONNX through the TorchScript-based exporter (torch.onnx.export dynamo=False), "
+        "the fallback for a model the default exporter (dynamo=True) cannot take",
+    )
+    p.add_argument(
         "--eval-data",
         nargs="+",
         metavar="GLOB",
@@ -72,8 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from nextvlad import export as ex
-    from nextvlad.checkpoint import read_config
-    from nextvlad.training.state import load_for_inference
+    from nextvlad.checkpoint import load_for_inference, read_config
 
     if not Path(args.checkpoint).exists():
         raise UsageError(f"--checkpoint {args.checkpoint}: no such file or folder")
@@ -81,10 +86,17 @@ def _export(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out} is a folder; give a file name")
     if args.dtype == "fp16" and args.quantize == "int8":
         raise UsageError("--dtype fp16 and --quantize int8 are alternatives: choose one")
+    if args.legacy_onnx and args.format != "onnx":
+        raise UsageError("--legacy-onnx applies to --format onnx only")
     model, transform, _, model_dir = load_for_inference(args.checkpoint)
     _, document = read_config(model_dir)
     serving = ex.ServingModel(transform, model, args.branch)
-    loader = _loader(args, serving.config) if args.eval_data else None  # checked before export
+    loader = None  # the data is checked before the export, which takes a while
+    if args.eval_data:
+        source = f"the checkpoint {model_dir}"
+        loader = evaluation_loader(
+            args, serving.config, model=source, patterns=args.eval_data, what="--eval-data"
+        )
     provenance: dict[str, Any] = {k: document[k] for k in ("preset", "step") if k in document}
     out = ex.export(
         serving,
@@ -93,6 +105,7 @@ def _export(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         quantize=args.quantize,
         extra_metadata=provenance,
+        dynamo=not args.legacy_onnx,
     )
     exported = ex.load_exported(out)
     diff = ex.parity(serving, exported)
@@ -102,6 +115,7 @@ def _export(args: argparse.Namespace) -> int:
         "format": args.format,
         "dtype": args.dtype,
         "quantize": args.quantize,
+        "onnx_exporter": exported.metadata.get("onnx_exporter"),
         "branch": args.branch,
         "num_classes": serving.config.num_classes,
         "size_bytes": size,
@@ -135,17 +149,6 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _loader(args: argparse.Namespace, config: Any) -> Any:
-    return evaluation_loader(
-        args.eval_data,
-        config,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        skip_corrupt=args.skip_corrupt,
-        what="--eval-data",
-    )
-
-
 def _signature(tensors: dict[str, Any]) -> str:
     """``{"frames": {"dtype": "uint8", "shape": ["batch", 1152]}}`` -> "frames uint8 (batch, 1152)"."""
     parts = []
@@ -161,8 +164,11 @@ def _print(result: dict[str, Any]) -> None:
     if result["quantize"] == "int8":
         weights = "int8 linear layers"
     size = result["size_bytes"]
+    fmt = result["format"]
+    if result.get("onnx_exporter") == "torchscript":
+        fmt += ", TorchScript-based exporter"
     print(
-        f"wrote {result['out']} ({result['format']}, {weights}): {size:,} bytes "
+        f"wrote {result['out']} ({fmt}, {weights}): {size:,} bytes "
         f"({size / 1e6:.1f} MB), {100 * result['budget_fraction']:.1f}% of the 2018 "
         "challenge's 1 GB budget"
     )

@@ -34,9 +34,10 @@ from typing import Any
 
 import torch
 
+from nextvlad.checkpoint import load_for_inference
 from nextvlad.data import VideoDataset, detect_schema, resolve_files, write_synthetic
 from nextvlad.models.quantize import quantize_int8
-from nextvlad.training import TrainOptions, load_for_inference, train
+from nextvlad.training import TrainOptions, train
 from nextvlad.training.evaluate import evaluate
 
 PATHS = {"default": {}, "fast": {"folded": True, "bucket_by_length": True}}

@@ -1,0 +1,39 @@
+"""Reproduce the paper's comparisons on data that runs here, and write ``docs/results.md``.
+
+    python benchmarks/reproduce                       # full run: 25-50 min on a 2-core CPU
+    python benchmarks/reproduce --quick --out-dir /tmp/repro   # smoke run (CI), ~2-3 min
+
+The full YouTube-8M frame-level set (1.5 TB) is not available here, so the comparisons run on
+the synthetic frame-level set (``nextvlad.data.synth``, shortened 3x so that five epochs of every
+model fit the budget) with the models scaled down (K and H divided by 4), and on the real
+YouTube-8M 2018 video-level records in ``../shared/data/yt8m-2018-video-level/`` when present:
+
+- Table 1: NetVLAD, NetVLAD_random, NetVLAD_small, NeXtVLAD with 32/16/8 groups and the
+  mean-pool baseline, all with the same data, recipe and number of steps, over ``--seeds`` seeds;
+  GAP, mAP, Hit@1 on held-out videos and the exact parameter counts.
+- Fig. 6: training GAP (batch GAP, smoothed) and held-out GAP against steps, as a PNG and in
+  TensorBoard logs (``tensorboard --logdir OUT/runs``).
+- Tables 2 and 3: the 3-branch NeXtVLAD mixture with on-the-fly distillation (T = 3, λ = 9)
+  against the same mixture without it (λ = 0), and each against a single branch of itself.
+- The parameter counts of the paper's models at their real sizes (``nextvlad params``).
+- Real data: ``video-logistic`` and ``video-moe`` trained on shards 0000-0049, evaluated on
+  0050-0059 (the recipes of docs/real-data.md).
+
+Every run is a call of ``nextvlad.training.train`` in a pool of ``--jobs`` processes with
+``--threads`` torch threads each (on 2 cores, 2 jobs of 1 thread were faster than 1 job of 2
+and suffer less from other load). Outputs: ``OUT/results.json``, ``OUT/runs/<row>/seed<k>/``
+(run folders with TensorBoard events), and ``results.md`` + ``fig6_gap_vs_steps.png`` in
+``--docs-dir`` (``docs/`` for the full run; the out dir for ``--quick``, so a smoke run never
+overwrites the committed results). Matplotlib is optional (``pip install 'nextvlad[plots]'``):
+without it the PNG is skipped and said so. The runs read their curves back with TensorBoard's own
+reader (``tensorboard``, in the dev extra); ``--render-only`` does not need it.
+
+The modules, in the order a run goes through them:
+
+- ``plan``: the rows of the tables (scaled-down presets), the full and quick sizes, the jobs;
+- ``runner``: the synthetic set, the pool of training processes, the machine and the commit;
+- ``summary``: spreads over seeds, mean curves, the paper's claims and their verdicts;
+- ``report`` with ``results.md.tmpl``: the Markdown (tables in Python, prose in the template);
+- ``plots``: the Fig. 6 PNG;
+- ``cli``: the options and ``main``; ``--render-only`` redoes the last three from results.json.
+"""

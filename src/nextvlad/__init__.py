@@ -32,7 +32,7 @@ _EXPORTS = {
     "YT8MMetrics": "nextvlad.metrics",
     "TrainOptions": "nextvlad.training",
     "train": "nextvlad.training",
-    "load_for_inference": "nextvlad.training",
+    "load_for_inference": "nextvlad.checkpoint",
     "from_tf": "nextvlad.convert",
     "load_model": "nextvlad.checkpoint",
     "save_model": "nextvlad.checkpoint",

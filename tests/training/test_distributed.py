@@ -144,6 +144,9 @@ def test_torchrun_launch(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step-00000003"
     assert '"num_videos": 24' in result.stdout  # evaluation reduced over both ranks
+    # rank 0 alone says how many processes train, and where the checkpoint went
+    assert result.stderr.count("training on 2 processes (torchrun): batch 4 each, 8 a step") == 1
+    assert result.stderr.count("trained to step 3 (24 examples); checkpoint ") == 1
 
 
 def _train_command(data: Path, run: Path, *launch: str, eval_data: Path | None = None) -> list[str]:

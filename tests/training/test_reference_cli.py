@@ -22,8 +22,8 @@ from nextvlad.data.schema import FRAME_LEVEL, Video, encode_video
 from nextvlad.data.tfrecord import TFRecordWriter
 from nextvlad.models import InputTransform, build_model, load_eigenvalues
 from nextvlad.nn import BatchNorm
-from nextvlad.training.events import read_scalars
 from tests.conftest import shared_path
+from tests.training._events import tensorboard_scalars
 
 MIXTURE_SETTINGS = [
     "--preset", "mix3-nextvlad-8g-112k-2048h",
@@ -89,13 +89,8 @@ def test_one_cli_training_step_matches_the_original(
     names = tf_name_map(build_model(config))
 
     # The loss of the step (the loader shuffles the six videos; the batch is the same set).
-    tags = [
-        (tag, value)
-        for events in (run / "tensorboard").iterdir()
-        for tag, step, value in read_scalars(events)
-        if step == 1
-    ]
-    loss = dict(tags)["train/loss"]
+    [(step, loss)] = tensorboard_scalars(run / "tensorboard")["train/loss"]
+    assert step == 1
     assert abs(loss - float(fixture["loss/total"])) / float(fixture["loss/total"]) < 1e-5
 
     # The batch-norm statistics after the step: over 300 frames a video, padding included.

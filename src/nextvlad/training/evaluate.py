@@ -73,6 +73,8 @@ def iter_predictions(
             for i, batch in enumerate(batches):
                 if max_batches is not None and i >= max_batches:
                     break
+                if len(batch) == 0:  # only the skips after the last video (--skip-corrupt)
+                    continue
                 features, packing = model_inputs(batch, transform, device, pad_to=pad_to)
                 with autocast:
                     out = model(features, packing)
@@ -203,5 +205,5 @@ def evaluate_all_ranks(
         return None
     result = {k: float(v) for k, v in metrics.compute().items()}
     result["loss"] = loss_sum / count
-    result["num_videos"] = float(count)
+    result["num_videos"] = int(count)  # a count, as `nextvlad eval` reports it
     return result

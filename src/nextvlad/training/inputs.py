@@ -1,7 +1,6 @@
 """What a run reads: its datasets, their input transform, and loaders that keep to themselves.
 
-``check_data_fits`` refuses data of the wrong level or feature sizes for a model, with the
-model and the data named (`train`, `eval`, `predict` and `export` use it).
+The data are checked against the model with ``nextvlad.checkpoint.check_data_fits``.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from typing import Any
 
 import torch
 
+from nextvlad.checkpoint import check_data_fits
 from nextvlad.data import VideoDataset, detect_schema, resolve_files
 from nextvlad.data.schema import Schema
 from nextvlad.errors import ConfigError
@@ -26,23 +26,6 @@ from nextvlad.training.options import TrainOptions
 from nextvlad.training.signals import worker_init
 
 log = logging.getLogger("nextvlad.train")
-
-
-def check_data_fits(config: ModelConfig, schema: Schema, what: str) -> None:
-    """Frame- or video-level data as the preset expects, with the feature sizes it expects."""
-    level = "frame" if schema.frame_level else "video"
-    if level != config.input_level:
-        raise ConfigError(
-            f"{what} is {level}-level data but the model takes {config.input_level}-level "
-            f"input; choose a {'frame' if level == 'frame' else 'video'}-level preset "
-            f"(`nextvlad list-models`)"
-        )
-    dims = tuple(f.dim for f in schema.features)
-    if dims != config.stream_dims:
-        found = ", ".join(f"{f.name} {f.dim}" for f in schema.features)
-        raise ConfigError(
-            f"{what} has features ({found}); the model expects sizes {config.stream_dims}"
-        )
 
 
 def datasets(

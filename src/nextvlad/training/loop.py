@@ -5,8 +5,9 @@ x0.8 every 2M examples (staircase), each gradient tensor clipped to norm 1.0 sep
 1e-5 on the classifier, batch 80 per process; the mixture presets train with the
 distillation objective of Eq. (16). The step itself is ``nextvlad.training.step``; this
 module runs it over epochs and around it evaluates, writes checkpoints
-(``nextvlad.training.state``), logs and stops on signals. See
-``nextvlad.training.distributed`` for the launch recipe.
+(``nextvlad.training.state``) and stops on signals; ``nextvlad.training.report`` tells what
+happens (progress bar, TensorBoard, log lines). See ``nextvlad.training.distributed`` for the
+launch recipe.
 
 The loop reads what the device knows (each step's loss and whether it was finite) every
 ``--log-every`` steps and before each evaluation, checkpoint and stop, never in between.
@@ -29,11 +30,9 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from nextvlad.checkpoint import load_state
 from nextvlad.data import Batch
-from nextvlad.data.errors import DataError, RecordError
-from nextvlad.errors import NextVLADError, error_message
-from nextvlad.metrics import YT8MMetrics
+from nextvlad.data.errors import DataError
+from nextvlad.errors import NextVLADError
 from nextvlad.models import build_model, get_config
 from nextvlad.nn import BatchNorm
 from nextvlad.training.distributed import (
@@ -46,30 +45,14 @@ from nextvlad.training.distributed import (
     teardown,
 )
 from nextvlad.training.evaluate import evaluate_all_ranks
-from nextvlad.training.events import EventWriter
 from nextvlad.training.inputs import datasets, input_transform, loader_options
 from nextvlad.training.optim import adam
 from nextvlad.training.options import TrainOptions, resume_command
-from nextvlad.training.progress import Progress
-from nextvlad.training.run_folder import (
-    RUN_OPTIONS,
-    TrainingError,
-    check_run_folder,
-    last_good,
-    warn_if_data_options_changed,
-)
+from nextvlad.training.report import Reporter, data_error_message
+from nextvlad.training.resume import start_run
+from nextvlad.training.run_folder import TrainingError, checkpoint_dir, last_good
 from nextvlad.training.signals import StopSignal
-from nextvlad.training.state import (
-    CHECKPOINTS,
-    TrainerState,
-    check_checkpoint_fits,
-    checkpoint_size,
-    latest_checkpoint,
-    list_checkpoints,
-    resolve_model_dir,
-    restore_training_state,
-    save_training_checkpoint,
-)
+from nextvlad.training.state import TrainerState, TrainingParts, save_training_checkpoint
 from nextvlad.training.step import build_step
 
 log = logging.getLogger("nextvlad.train")
@@ -112,7 +95,7 @@ class _Run:
         self.speeds: list[float] = []  # examples/s of each --log-every interval
         self.stopped_by = 0
         self.speed = [0, time.perf_counter()]  # examples and start time since the last log
-        self.events: EventWriter | None = None
+        self.report: Reporter | None = None
         self.batches: Iterator[Batch] | None = None
 
     # Set-up.
@@ -133,7 +116,10 @@ class _Run:
                 module.sync = True
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = adam(parameters, options.learning_rate, options.adam_epsilon)
-        self._prepare_run_folder()
+        self.trainer, resumed = start_run(options, ctx, self.config, self.model, self.optimizer)
+        self.start_step = self.trainer.step
+        self.last_saved = self.trainer.step if resumed is not None else -1
+        self.saved_position = self._position()
         net: nn.Module = self.model
         if ctx.distributed:  # moving statistics stay per process, averaged when read
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -153,50 +139,8 @@ class _Run:
             pin_memory=ctx.device.type == "cuda",
             **loader_options(options, 0),
         )
-        self.events = EventWriter(self.run_dir / "tensorboard") if ctx.is_main else None
-        self.progress = Progress(options.max_steps, enabled=options.progress and ctx.is_main)
-
-    def _prepare_run_folder(self) -> None:
-        """Check the folder, resume from its newest checkpoint or refuse one that has some."""
-        options, ctx, run = self.options, self.ctx, self.run_dir
-        failure: NextVLADError | None = None
-        if ctx.is_main:  # only rank 0 writes; the others learn of a failure below
-            try:
-                size = checkpoint_size(self.model, self.optimizer)
-                check_run_folder(run, size, options.keep_checkpoints)
-            except NextVLADError as err:
-                failure = err
-        if not all_ranks_have(failure is None, ctx):
-            raise failure or TrainingError(f"rank 0 cannot use the run folder {run}")
-        checkpoint = latest_checkpoint(run) if options.resume else None
-        if options.resume and checkpoint is None and ctx.is_main:
-            log.warning("--resume: no checkpoint in %s yet, starting from scratch", run)
-        if checkpoint is not None:
-            check_checkpoint_fits(checkpoint, self.config, options.preset)
-            self.trainer = restore_training_state(
-                checkpoint, self.model, self.optimizer, rank=ctx.rank, device=ctx.device
-            )
-            if ctx.is_main:
-                warn_if_data_options_changed(run, options)
-                log.info("resuming from %s (step %d)", checkpoint, self.trainer.step)
-        elif list_checkpoints(run):
-            raise TrainingError(f"{run} already holds checkpoints: pass --resume, or another --out")
-        elif options.init_from:
-            self._init_weights(options.init_from)
-        if ctx.is_main:
-            options.save(run / RUN_OPTIONS)
-        self.start_step = self.trainer.step
-        self.last_saved = self.trainer.step if checkpoint is not None else -1
-        self.saved_position = self._position()
-
-    def _init_weights(self, source: str) -> None:
-        """--init-from: the weights (and batch-norm statistics) of another checkpoint."""
-        folder = resolve_model_dir(source)
-        hint = "give --preset and --set options that describe the checkpoint's model"
-        check_checkpoint_fits(folder, self.config, self.options.preset, hint=hint)
-        load_state(self.model, folder / "model.safetensors")
-        if self.ctx.is_main:
-            log.info("starting from the weights of %s", folder)
+        self.report = Reporter(options, ctx, self.run_dir)
+        self.report.start(self.trainer, self.train_set.files)
 
     def _position(self) -> tuple[int, int, int]:
         t = self.trainer
@@ -206,6 +150,7 @@ class _Run:
 
     def run(self) -> dict[str, Any]:
         self._build()
+        assert self.report is not None
         try:
             done = (
                 self.options.max_steps is not None and self.trainer.step >= self.options.max_steps
@@ -216,11 +161,13 @@ class _Run:
                 ended = self._epoch()
                 if ended in ("signal", "done"):
                     break
+                self.report.epoch_ended(self.trainer.batches_in_epoch)
                 self.trainer.epoch += 1
                 self.trainer.batches_in_epoch = 0
             self._finish()
         finally:
             self._close()
+        self.report.finished(self.trainer, self.last_saved, stopped=bool(self.stopped_by))
         return self._summary()
 
     def _epoch(self) -> str:
@@ -235,28 +182,26 @@ class _Run:
                 self.stopped_by = self.stop.signum
                 return "signal"
             batch = self._next_batch()
+            # A batch of no video carries only the skips after a stream's last video.
             have, size, skipped, signalled = sum_over_ranks(
                 [
-                    float(batch is not None),
+                    float(batch is not None and len(batch) > 0),
                     len(batch or ()),
-                    self._skipped(batch),
+                    0 if batch is None else batch.num_skipped,
                     self.stop.signum,
                 ],
                 self.ctx,
             )
+            self.trainer.skipped_records += int(skipped)
             if have < self.ctx.world_size:
                 return "end"
             assert batch is not None
-            self._train_on(batch, int(size), int(skipped))
+            self._train_on(batch, int(size))
             if signalled:
                 self.stopped_by = self.stop.signum or signal.SIGTERM
                 return "signal"
             if self._reached_max_steps():
                 return "done"
-
-    @staticmethod
-    def _skipped(batch: Batch | None) -> int:
-        return 0 if batch is None else batch.num_skipped
 
     def _next_batch(self) -> Batch | None:
         """The next batch, None at the end of the epoch; data errors say where training is."""
@@ -264,24 +209,16 @@ class _Run:
         try:
             return next(self.batches, None)
         except DataError as err:
-            hint = ""
-            if isinstance(err, RecordError):
-                hint = (
-                    "; pass --skip-corrupt to skip and count such records (with --resume to "
-                    "continue from the checkpoint)"
-                )
-            raise TrainingError(
-                f"{error_message(err)} (epoch {self.trainer.epoch}, after step "
-                f"{self.trainer.step}); {last_good(self.run_dir, self.last_saved)}{hint}"
-            ) from None
+            message = data_error_message(err, self.trainer, self.run_dir, self.last_saved)
+            raise TrainingError(message) from None
 
-    def _train_on(self, batch: Batch, examples: int, skipped: int) -> None:
+    def _train_on(self, batch: Batch, examples: int) -> None:
         """One step on ``batch`` (``examples`` over all processes), and what follows it."""
         trainer, options = self.trainer, self.options
+        assert self.report is not None
         prepared = self.step.prepare(batch)
         with self.step.sync_debug(options.sync_debug):
             logits = self.step(prepared, trainer.examples_seen)
-        trainer.skipped_records += skipped
         trainer.batches_in_epoch += 1
         trainer.examples_seen += examples
         trainer.step += 1
@@ -292,7 +229,7 @@ class _Run:
         if self._due(options.log_every, "log"):
             self._log(logits, batch.labels)
         lr = self.step.recipe.learning_rate_at(trainer.examples_seen)
-        self.progress.update(trainer.step, self._examples_per_s(), loss=self.last_loss, lr=lr)
+        self.report.step(trainer, self._examples_per_s(), self.last_loss, lr)
         started = time.perf_counter()
         if self._due(options.eval_every, "eval"):
             self._evaluate()
@@ -355,27 +292,21 @@ class _Run:
                     number,
                     trainer.nonfinite_batches,
                 )
-        if skipped and self.events is not None:
-            self.events.scalar("train/nonfinite_batches", trainer.nonfinite_batches, trainer.step)
-            self.events.flush()
+        if skipped and self.report is not None:
+            self.report.nonfinite(trainer)
 
     def _log(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """TensorBoard scalars every --log-every steps: the loss, the batch's GAP, ..."""
+        assert self.report is not None
         self.speeds.append(self._examples_per_s())  # the device has caught up: a true figure
-        if self.events is None:
-            self.speed = [0, time.perf_counter()]
-            return
-        step, events = self.trainer.step, self.events
-        metrics = YT8MMetrics(self.config.num_classes)
-        metrics.update(torch.sigmoid(logits.float()).cpu(), labels)
-        events.scalar("train/gap", float(metrics.compute()["gap"]), step)
-        events.scalar("train/loss", self.last_loss, step)
-        lr = self.step.recipe.learning_rate_at(self.trainer.examples_seen)
-        events.scalar("train/learning_rate", lr, step)
-        events.scalar("train/examples_per_second", self.speeds[-1], step)
-        if self.trainer.skipped_records:
-            events.scalar("data/skipped_records", self.trainer.skipped_records, step)
-        events.flush()
+        self.report.train_scalars(
+            self.trainer,
+            logits,
+            labels,
+            loss=self.last_loss,
+            lr=self.step.recipe.learning_rate_at(self.trainer.examples_seen),
+            examples_per_s=self.speeds[-1],
+        )
         self.speed = [0, time.perf_counter()]
 
     # Evaluation and checkpoints.
@@ -395,12 +326,10 @@ class _Run:
             self.config,
             loader_options(self.options, 1),
         )
-        if result is not None and self.events is not None:
+        if result is not None and self.ctx.is_main:
+            assert self.report is not None
             self.last_eval = result
-            for key in ("gap", "map", "hit_at_one", "perr", "loss"):
-                self.events.scalar(f"eval/{key}", result[key], self.trainer.step)
-            self.events.flush()
-            log.info("step %d eval: %s", self.trainer.step, _format(result))
+            self.report.evaluation(self.trainer.step, result)
 
     def _save(self) -> None:
         self._settle()
@@ -418,17 +347,11 @@ class _Run:
         error: NextVLADError | None = None
         if self.ctx.is_main:
             try:
-                save_training_checkpoint(
-                    self.run_dir,
-                    model=self.model,
-                    config=self.config,
-                    transform=self.transform,
-                    optimizer=self.optimizer,
-                    trainer=self.trainer,
-                    preset=self.options.preset,
-                    keep=self.options.keep_checkpoints,
-                    rank_rng=rank_rng,
-                )
+                parts = TrainingParts(
+                    self.model, self.config, self.transform, self.optimizer, self.trainer,
+                    self.options.preset, rank_rng,
+                )  # fmt: skip
+                save_training_checkpoint(self.run_dir, parts, keep=self.options.keep_checkpoints)
             except NextVLADError as err:
                 error = err
         if not all_ranks_have(error is None, self.ctx):  # also the barrier after the write
@@ -449,40 +372,26 @@ class _Run:
                 "interrupted by %s at step %d (checkpoint %s); resume with: %s",
                 signal.Signals(self.stopped_by).name,
                 trainer.step,
-                self.run_dir / CHECKPOINTS / f"step-{trainer.step:08d}",
+                checkpoint_dir(self.run_dir, trainer.step),
                 resume_command(options, distributed=self.ctx.distributed),
             )
         elif self.eval_set is not None and (
             not options.eval_every or trainer.step % options.eval_every
         ):
             self._evaluate()
-        if self.events is not None:  # the final counts, whatever step they last changed at
-            if options.skip_corrupt:
-                self.events.scalar("data/skipped_records", trainer.skipped_records, trainer.step)
-            if options.skip_nonfinite:
-                self.events.scalar(
-                    "train/nonfinite_batches", trainer.nonfinite_batches, trainer.step
-                )
+        if self.report is not None:
+            self.report.final_counts(trainer)
 
     def _close(self) -> None:
-        """Progress line, event file, and the data loader's workers (released now, even
+        """Progress bar, event file, and the data loader's workers (released now, even
         with an error on its way out, whose traceback would keep them alive)."""
-        if hasattr(self, "progress"):
-            self.progress.close()
-        if self.events is not None:
-            self.events.close()
+        if self.report is not None:
+            self.report.close()
         self.batches = None
         self.loader = None  # type: ignore[assignment]  # persistent workers live in the loader
 
     def _summary(self) -> dict[str, Any]:
-        trainer, main = self.trainer, self.ctx.is_main
-        if main and trainer.skipped_records:
-            log.warning("skipped %d corrupt records (--skip-corrupt)", trainer.skipped_records)
-        if main and trainer.nonfinite_batches:
-            log.warning(
-                "skipped %d batches with a non-finite loss (--skip-nonfinite)",
-                trainer.nonfinite_batches,
-            )
+        trainer = self.trainer
         return {
             "run": str(self.run_dir),
             "steps": trainer.step,
@@ -496,7 +405,3 @@ class _Run:
             "eval": self.last_eval,
             "signal": int(self.stopped_by),
         }
-
-
-def _format(result: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k != "num_videos")

@@ -94,7 +94,10 @@ class TrainOptions:
     )
     # Length of training
     epochs: int | None = option(
-        None, help="passes over the training data", flag="--epochs", kind=_args.POSITIVE_INT
+        None,
+        help="passes over the training data (default: none, train until --max-steps)",
+        flag="--epochs",
+        kind=_args.POSITIVE_INT,
     )
     max_steps: int | None = option(
         None, help="stop after this many steps", flag="--max-steps", kind=_args.POSITIVE_INT
@@ -146,7 +149,7 @@ class TrainOptions:
     # Evaluation, checkpoints, logging
     eval_every: int = option(
         1000,
-        help="steps between evaluations (0: end)",
+        help="steps between evaluations (default 1000; 0: at the end only)",
         flag="--eval-every",
         kind=_args.NON_NEGATIVE_INT,
     )
@@ -155,7 +158,7 @@ class TrainOptions:
     )
     checkpoint_every: int = option(
         1000,
-        help="steps between checkpoints",
+        help="steps between checkpoints (default 1000; one is also written at the end)",
         flag="--checkpoint-every",
         kind=_args.POSITIVE_INT,
     )
@@ -215,7 +218,11 @@ class TrainOptions:
     )
     # Execution
     seed: int = option(
-        0, help="seed of weights and data order", flag="--seed", kind=_args.SEED, data_order=True
+        0,
+        help="seed of weights and data order (default 0)",
+        flag="--seed",
+        kind=_args.SEED,
+        data_order=True,
     )
     device: str = option(
         "auto",

@@ -1,27 +1,63 @@
-"""The run folder before and around training: writable, room for checkpoints, options.
+"""The run folder: its layout, the checks before training, and pruning old checkpoints.
 
 ``RUN/run.json`` holds every option of the run (``TrainOptions``), written before the first
-step; ``RUN/checkpoints/`` the checkpoints (``nextvlad.training.state``); ``RUN/tensorboard/``
-the event files.
+step; ``RUN/checkpoints/step-XXXXXXXX/`` the checkpoints (written by
+``nextvlad.training.state``) and ``RUN/checkpoints/latest`` the name of the newest;
+``RUN/tensorboard/`` the event files. Only complete checkpoints carry a ``step-*`` name:
+what an interrupted save or prune leaves behind is a ``.step-XXXXXXXX.tmp`` or
+``.step-XXXXXXXX.trash`` folder (or a ``.latest.*.tmp`` file), removed by the next save.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
+from nextvlad.checkpoint import CHECKPOINTS, list_checkpoints
 from nextvlad.errors import ConfigError, NextVLADError
 from nextvlad.training.options import TrainOptions, data_order_changes
-from nextvlad.training.state import CHECKPOINTS, list_checkpoints, remove_partial_checkpoints
 
 log = logging.getLogger("nextvlad.train")
 RUN_OPTIONS = "run.json"
+TENSORBOARD = "tensorboard"
+_PARTIAL = re.compile(r"^\.(step-\d{8}\.(tmp|trash)|latest\..*\.tmp)$")
 
 
 class TrainingError(NextVLADError):
     """Training cannot go on (a non-finite loss, an unusable run folder)."""
+
+
+def checkpoint_dir(run: Path, step: int) -> Path:
+    """``RUN/checkpoints/step-XXXXXXXX``, the checkpoint of ``step``."""
+    return run / CHECKPOINTS / f"step-{step:08d}"
+
+
+def remove_partial_checkpoints(run_dir: Path) -> None:
+    """Delete what an interrupted save left behind (temporary and trash folders and files)."""
+    root = run_dir / CHECKPOINTS
+    if not root.is_dir():
+        return
+    for path in root.iterdir():
+        if _PARTIAL.match(path.name):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints, each renamed out of sight first, so
+    that a crash never leaves half of one under a ``step-*`` name."""
+    for old in list_checkpoints(run_dir)[:-keep]:
+        trash = old.with_name(f".{old.name}.trash")
+        try:
+            os.rename(old, trash)
+        except OSError:
+            continue
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def size_text(num_bytes: float) -> str:
@@ -59,7 +95,7 @@ def last_good(run: Path, last_saved: int) -> str:
     """Where a failed run can be resumed from, for error messages."""
     if last_saved < 0:
         return "no checkpoint was written yet"
-    return f"the last good checkpoint is {run / CHECKPOINTS / f'step-{last_saved:08d}'}"
+    return f"the last good checkpoint is {checkpoint_dir(run, last_saved)}"
 
 
 def warn_if_data_options_changed(run: Path, options: TrainOptions) -> None:

@@ -22,6 +22,28 @@ def test_list_models(capsys: pytest.CaptureFixture[str]) -> None:
         assert name in out
 
 
+def test_list_models_shows_the_papers_presets_first_and_marks_the_small_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["list-models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "The paper's models (Table 1, Table 2):"
+    assert lines[1].split()[0] == "nextvlad-8g-128k-2048h"
+    small = lines.index("Small presets for CPU demos and tests (not for results):")
+    assert [line.split()[0] for line in lines[small + 1 :]] == [
+        "nextvlad-8g-16k-256h",
+        "meanpool-256h",
+    ]
+    baselines = lines.index("Baselines (mean pooling, the starter code's video-level models):")
+    assert {"meanpool-2048h", "video-logistic", "video-moe"} == {
+        line.split()[0] for line in lines[baselines + 1 : small] if line
+    }
+    assert main(["list-models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["group"] for r in rows][-2:] == ["small", "small"]
+    assert rows[0]["group"] == "paper" and {r["name"] for r in rows} == set(list_models())
+
+
 def test_params_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["params", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}

@@ -18,6 +18,8 @@ from nextvlad.errors import NextVLADError, UsageError, error_message
 _COMMAND_MODULES = (
     "nextvlad.cli.demo",
     "nextvlad.cli.train",
+    "nextvlad.cli.evaluate",
+    "nextvlad.cli.predict",
     "nextvlad.cli.models",
     "nextvlad.cli.data",
     "nextvlad.cli.export",

@@ -48,6 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inspect = subparsers.add_parser(
         "inspect",
         help="summarise TFRecord files: videos, frames, labels, features, corrupt records",
+        description=(
+            "Read every record of the files and report what a run would see: frame- or "
+            "video-level records and their features, the number of videos (and of distinct "
+            "ids), frames per video, label occurrences and the classes seen, segment labels, "
+            "and the corrupt records with their file and offset. Useful before training on "
+            "new data; --classes also checks the labels against a model's number of classes."
+        ),
     )
     inspect.add_argument("files", nargs="+", metavar="GLOB", help="files or globs (quote globs)")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")

@@ -16,7 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "list-models",
         help="list the model presets",
-        description="List the registered model presets with a one-line description each.",
+        description=(
+            "List the registered model presets with a one-line description each: the paper's "
+            "models first, then the baselines, then the small presets for CPU demos and tests."
+        ),
     )
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=_list_models)
@@ -57,16 +60,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_import_tf)
 
 
+# The presets sized for CPU demos and tests (`nextvlad demo`, the test suite), not results.
+SMALL_PRESETS = frozenset({"nextvlad-8g-16k-256h", "meanpool-256h"})
+_GROUPS = (
+    ("paper", "The paper's models (Table 1, Table 2):"),
+    ("baseline", "Baselines (mean pooling, the starter code's video-level models):"),
+    ("small", "Small presets for CPU demos and tests (not for results):"),
+)
+
+
+def _group(preset: Any) -> str:
+    """The preset's group: paper (the paper gives its size), small (demos, tests), baseline."""
+    if preset.name in SMALL_PRESETS:
+        return "small"
+    return "paper" if preset.paper_params is not None else "baseline"
+
+
 def _list_models(args: argparse.Namespace) -> int:
     from nextvlad.models import get_preset, list_models
 
     presets = [get_preset(n) for n in list_models()]
+    order = [g for g, _ in _GROUPS]
+    presets.sort(key=lambda p: order.index(_group(p)))  # stable: registration order within
     if args.json:
-        print(json.dumps([{"name": p.name, "description": p.description} for p in presets]))
+        rows = [{"name": p.name, "description": p.description, "group": _group(p)} for p in presets]
+        print(json.dumps(rows))
         return 0
     width = max(len(p.name) for p in presets)
-    for p in presets:
-        print(f"{p.name:<{width}}  {p.description}")
+    blocks = [(t, [p for p in presets if _group(p) == g]) for g, t in _GROUPS]
+    for i, (title, members) in enumerate(b for b in blocks if b[1]):
+        print(("\n" if i else "") + title)
+        for p in members:
+            print(f"  {p.name:<{width}}  {p.description}")
     return 0
 
 

@@ -28,6 +28,75 @@ def test_kl_is_zero_for_identical_logits_and_positive_otherwise() -> None:
     assert (other > 0).all()
 
 
+# Hand-made logits (B 2, M 2 branches, C 4) on which the two directions of the KL, and the
+# temperatures 3 and 1, give clearly different values: the mixture is peaked on class 0, the
+# first branch puts little mass there; the second branch is flat.
+MIX = np.array([[6.0, 0.0, 0.0, 0.0], [0.0, 6.0, -3.0, 0.0]])
+BRANCHES = np.array(
+    [
+        [[-6.0, 3.0, 3.0, 3.0], [0.0, 0.0, 0.0, 0.0]],
+        [[6.0, 0.0, 0.0, -6.0], [0.0, 0.0, 0.0, 0.0]],
+    ]
+)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """KL(p || q) over the last axis, with the reference's 1e-8 inside both logs."""
+    return (p * (np.log(p + 1e-8) - np.log(q + 1e-8))).sum(axis=-1)
+
+
+def _eq_14(mix: np.ndarray, branches: np.ndarray, t_mix: float, t_branch: float) -> np.ndarray:
+    """Eq. (14)-(15) written out: KL(p^e || p^m), p^e = softmax(z^e / T) of the mixture,
+    p^m = softmax(z^m / T) of branch m -> (B, M)."""
+    p_mix = _softmax(mix / t_mix)[:, None, :]  # (B, 1, C)
+    p_branch = _softmax(branches / t_branch)  # (B, M, C)
+    return _kl(p_mix, p_branch)
+
+
+def test_kl_is_mixture_to_branch_at_temperature_t() -> None:
+    expected = _eq_14(MIX, BRANCHES, 3.0, 3.0)  # (B, M)
+    actual = distillation_kl(torch.from_numpy(MIX), torch.from_numpy(BRANCHES), temperature=3.0)
+    np.testing.assert_allclose(actual.numpy(), expected, rtol=1e-12, atol=1e-15)
+    # What a wrong loss would give, each clearly apart from Eq. (14) on these inputs: the
+    # other direction KL(p^m || p^e), no temperature (T = 1), the temperature on one side.
+    p_mix, p_branch = _softmax(MIX / 3.0)[:, None, :], _softmax(BRANCHES / 3.0)
+    wrong = {
+        "KL(branch || mixture)": _kl(p_branch, p_mix),
+        "T = 1": _eq_14(MIX, BRANCHES, 1.0, 1.0),
+        "T on the mixture only": _eq_14(MIX, BRANCHES, 3.0, 1.0),
+        "T on the branches only": _eq_14(MIX, BRANCHES, 1.0, 3.0),
+    }
+    for name, value in wrong.items():
+        assert abs(value[0, 0] - expected[0, 0]) > 0.4 * expected[0, 0], name
+        assert not np.allclose(actual.numpy(), value, rtol=0.05), name
+
+
+def test_mixture_objective_uses_eq_14_at_the_given_temperature() -> None:
+    mix, branches = torch.from_numpy(MIX), torch.from_numpy(BRANCHES)
+    labels = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]], dtype=torch.float64)
+    for t in (3.0, 1.0, 5.0):
+        terms = yt8m_loss(mix, labels, branch_logits=branches, temperature=t, distill_weight=9.0)
+        expected = 9.0 * _eq_14(MIX, BRANCHES, t, t).sum(axis=1).mean()  # Σ_m, mean over B
+        np.testing.assert_allclose(terms["regularization_loss_kl"].item(), expected, rtol=1e-12)
+    at_3 = yt8m_loss(mix, labels, branch_logits=branches, temperature=3.0, distill_weight=9.0)
+    at_1 = yt8m_loss(mix, labels, branch_logits=branches, temperature=1.0, distill_weight=9.0)
+    assert abs(at_3["total"].item() - at_1["total"].item()) > 1.0  # T reaches the total
+
+
+def test_kl_has_gradients_for_the_mixture_and_the_branches() -> None:
+    """No stop-gradient (as the reference): the mixture is pulled towards the branches too."""
+    mix = torch.from_numpy(MIX).requires_grad_()
+    branches = torch.from_numpy(BRANCHES).requires_grad_()
+    distillation_kl(mix, branches, temperature=3.0).sum().backward()
+    assert mix.grad is not None and branches.grad is not None
+    assert mix.grad.abs().max() > 1e-3 and branches.grad.abs().max() > 1e-3
+
+
 def test_mixture_objective_is_eq_16() -> None:
     torch.manual_seed(0)
     mix, branches = torch.randn(4, 5), torch.randn(4, 3, 5)

@@ -1,15 +1,19 @@
-"""In-process end to end: train a few steps on generated data, evaluate, predict, resume."""
+"""In-process end to end: train a few steps on generated data, evaluate, predict, resume;
+the speed options (bf16, --folded, --compile) train a model that learns."""
 
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nextvlad.cli import main
-from nextvlad.data import write_synthetic
-from nextvlad.training.events import read_scalars
+from nextvlad.data import SynthConfig, write_synthetic
+from nextvlad.nn import NeXtVLAD
 
 TINY = [
     "--set",
@@ -29,6 +33,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_synthetic(root / "train", videos=48, shards=2, num_classes=25, seed=1)
     write_synthetic(root / "eval", videos=16, shards=1, num_classes=25, seed=2)
     write_synthetic(root / "vtrain", videos=64, shards=2, num_classes=25, seed=1, frame_level=False)
+    # Every video 32 frames: one shape for --compile (one compilation, not one a bucket).
+    fixed = SynthConfig(num_classes=25, min_frames=32, max_frames=32)
+    write_synthetic(root / "fixed", videos=48, shards=2, seed=3, config=fixed)
     return root
 
 
@@ -56,6 +63,41 @@ def _train(data: Path, out: Path, *extra: str, preset: str = "nextvlad-8g-128k-2
     )
 
 
+def _events(run: Path) -> EventAccumulator:
+    """The run's TensorBoard events, read with tensorboard itself."""
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    return events
+
+
+# Enough steps (two epochs of the 48 videos) at a rate high enough for a tiny model to learn
+# visibly, the loss logged at every step.
+LEARN = ["--max-steps", "12", "--lr", "2e-2", "--log-every", "1", "--eval-every", "0"]
+
+
+def _assert_learned(run: Path) -> None:
+    """The training loss of the last steps is clearly below that of the first ones."""
+    losses = [e.value for e in _events(run).Scalars("train/loss")]
+    assert len(losses) == 12
+    early, late = statistics.mean(losses[:3]), statistics.mean(losses[-3:])
+    assert late < 0.85 * early, losses  # about 0.73 on this set; no learning: about 1
+
+
+@pytest.fixture
+def folded_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """One entry (whether gradients were on) each time a NeXtVLAD layer runs its folded
+    forward pass."""
+    calls: list[bool] = []
+    original = NeXtVLAD._forward_folded
+
+    def counting(self: NeXtVLAD, *args: object) -> torch.Tensor:
+        calls.append(torch.is_grad_enabled())
+        return original(self, *args)
+
+    monkeypatch.setattr(NeXtVLAD, "_forward_folded", counting)
+    return calls
+
+
 def _predict(data: Path, run: Path, out: Path, *extra: str) -> int:
     return main(
         [
@@ -81,7 +123,7 @@ def test_train_eval_predict_resume(
     options = json.loads((run / "run.json").read_text())
     assert options["learning_rate"] == 2e-4 and options["batch_size"] == 8
     assert (run / "checkpoints" / "latest").read_text() == "step-00000003"
-    tags = {tag for tag, _, _ in read_scalars(next((run / "tensorboard").iterdir()))}
+    tags = set(_events(run).Tags()["scalars"])
     assert {"eval/gap", "eval/loss"} <= tags
     capsys.readouterr()
 
@@ -186,38 +228,35 @@ def test_video_level_training(data: Path, tmp_path: Path) -> None:
     assert (run / "checkpoints" / "latest").read_text() == "step-00000008"
 
 
-def test_bf16_autocast_trains(data: Path, tmp_path: Path) -> None:
-    assert (
-        _train(
-            data,
-            tmp_path / "bf16",
-            "--max-steps",
-            "1",
-            "--eval-every",
-            "0",
-            "--precision",
-            "bf16",
-            *TINY,
-        )
-        == 0
-    )
+def test_bf16_autocast_learns(data: Path, tmp_path: Path, folded_calls: list[bool]) -> None:
+    run = tmp_path / "bf16"
+    assert _train(data, run, *LEARN, "--precision", "bf16", *TINY) == 0
+    assert json.loads((run / "run.json").read_text())["precision"] == "bf16"
+    _assert_learned(run)
+    assert folded_calls == []  # the counter below sees nothing without --folded
 
 
-def test_folded_path_with_length_buckets_trains(data: Path, tmp_path: Path) -> None:
-    extra = ["--max-steps", "2", "--eval-every", "0", "--folded", "--bucket-by-length"]
-    assert _train(data, tmp_path / "folded", *extra, *TINY) == 0
-    options = json.loads((tmp_path / "folded" / "run.json").read_text())
+def test_folded_path_with_length_buckets_learns(
+    data: Path, tmp_path: Path, folded_calls: list[bool]
+) -> None:
+    run = tmp_path / "folded"
+    assert _train(data, run, *LEARN, "--folded", "--bucket-by-length", *TINY) == 0
+    options = json.loads((run / "run.json").read_text())
     assert options["folded"] and options["bucket_by_length"]
+    # Each training step ran the folded forward pass of both streams' NeXtVLAD layers.
+    assert sum(folded_calls) == 2 * 12
+    _assert_learned(run)
 
 
 @pytest.mark.slow
-def test_compiled_model_trains(data: Path, tmp_path: Path) -> None:
-    assert (
-        _train(
-            data, tmp_path / "compiled", "--max-steps", "2", "--eval-every", "0", "--compile", *TINY
-        )
-        == 0
-    )
+def test_compiled_model_learns(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "compiled"
+    args = ["train", "--preset", "nextvlad-8g-128k-2048h", "--train-data"]
+    args += [str(data / "fixed" / "*.tfrecord"), "--out", str(run), "--batch-size", "8"]
+    args += ["--num-workers", "0", "--no-progress", "--compile", *LEARN, *TINY]
+    assert main(args) == 0
+    assert json.loads((run / "run.json").read_text())["compile"] is True
+    _assert_learned(run)
 
 
 def test_predict_with_vocabulary(data: Path, tmp_path: Path) -> None:

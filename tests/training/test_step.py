@@ -1,5 +1,6 @@
 """The training step: no read-back from the device, the meta device, compiled shapes, the
-on-device handling of non-finite steps, batches without frames, the schedule and clipping."""
+on-device handling of non-finite steps, batches without frames, the loss (the schedule and clipping: test_schedule.py,
+test_clipping.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from nextvlad.models import (
 from nextvlad.nn import BatchNorm
 from nextvlad.training.batches import FRAME_BUCKET, bucket_length
 from nextvlad.training.optim import adam
-from nextvlad.training.step import Recipe, TrainStep, clip_each_gradient
+from nextvlad.training.step import Recipe, TrainStep
 
 CPU = torch.device("cpu")
 FRAME_PRESETS = [n for n in list_models() if get_config(n).input_level == "frame"]
@@ -256,28 +257,6 @@ def test_a_non_finite_step_is_skipped_on_the_device() -> None:
     for key, value in step.optimizer.state_dict()["state"][0].items():
         assert torch.equal(value, adam_state[key]), key
     assert step.optimizer.steps_taken == 1  # type: ignore[attr-defined]
-
-
-def test_learning_rate_staircase_steps_at_exact_example_counts() -> None:
-    recipe = Recipe(learning_rate=2e-4, lr_decay=0.8, lr_decay_examples=2_000_000)
-    assert recipe.learning_rate_at(1_999_999) == 2e-4
-    assert recipe.learning_rate_at(2_000_000) == pytest.approx(1.6e-4, rel=1e-15)
-    assert recipe.learning_rate_at(4_000_000) == pytest.approx(2e-4 * 0.64, rel=1e-15)
-
-
-@pytest.mark.parametrize("norm", [0.0, 0.5, 1.0, 3.0])
-def test_each_gradient_is_clipped_as_tf_clip_by_norm(norm: float) -> None:
-    """tf.clip_by_norm(g, c) = g * c / max(||g||, c), each tensor on its own."""
-    torch.manual_seed(0)
-    a, b = torch.nn.Parameter(torch.zeros(4, 3)), torch.nn.Parameter(torch.zeros(5))
-    ga = torch.randn(4, 3)
-    ga = ga / ga.norm() * norm  # this tensor's norm: below, at or above the limit 1
-    gb = torch.randn(5) * 10  # always above
-    a.grad, b.grad = ga.clone(), gb.clone()
-    clip_each_gradient([a, b], 1.0)
-    expected_a = ga * 1.0 / max(norm, 1.0) if norm else ga
-    torch.testing.assert_close(a.grad, expected_a, rtol=1e-6, atol=0)
-    torch.testing.assert_close(b.grad, gb / gb.norm(), rtol=1e-6, atol=0)
 
 
 def test_loss_is_the_references(monkeypatch: pytest.MonkeyPatch) -> None:

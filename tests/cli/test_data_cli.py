@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from nextvlad.cli import main
@@ -99,3 +100,38 @@ def test_corrupt_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert isinstance(corrupt, list) and [c["index"] for c in corrupt] == [0, 3]
     assert main(["inspect", str(path), "--skip-corrupt"]) == 0
     assert "corrupt records:      2" in capsys.readouterr().out
+
+
+def test_synth_segment_rated_then_inspect(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nextvlad.data import count_segments, read_videos
+
+    out = tmp_path / "rated"
+    assert main(["synth", "--out", str(out), "--videos", "10", "--shards", "2", "--segment-rated"]) == 0  # fmt: skip
+    assert "wrote 10 segment-rated frame-level videos" in capsys.readouterr().out
+    files = sorted(str(p) for p in out.glob("*.tfrecord"))
+    videos = list(read_videos(files))
+    ratings = sum(v.segments.labels.size for v in videos if v.segments is not None)
+    positives = sum(int((v.segments.scores > 0).sum()) for v in videos if v.segments is not None)
+    segments = sum(np.unique(v.segments.start_times).size for v in videos if v.segments)
+    classes = {c for v in videos if v.segments for c in v.segments.labels.tolist()}
+    report = _inspect_json(capsys, str(out / "*.tfrecord"))
+    assert report["num_videos_with_segments"] == 10 and report["num_videos_rated"] == 10
+    assert report["num_segment_ratings"] == ratings and 10 <= ratings <= 50
+    assert report["num_positive_ratings"] == positives and 0 < positives < ratings
+    assert report["num_rated_segments"] == segments
+    assert report["num_segment_classes"] == len(classes)
+    assert report == {**report, **count_segments(videos)}
+    assert main(["inspect", str(out / "*.tfrecord")]) == 0
+    text = capsys.readouterr().out
+    assert f"rated segments:       {segments} ({ratings} ratings, {positives} positive" in text
+    assert f"classes with segments: {len(classes)}" in text
+    # Unrated data reports no segment counts.
+    plain = tmp_path / "plain"
+    assert main(["synth", "--out", str(plain), "--videos", "2", "--shards", "1"]) == 0
+    assert "num_rated_segments" not in _inspect_json(capsys, str(plain / "*.tfrecord"))
+    for bad in (["--video-level", "--segment-rated"], ["--segment-ratings", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["synth", "--out", str(tmp_path / "x"), *bad])
+        assert exit_info.value.code == 2

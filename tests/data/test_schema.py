@@ -154,6 +154,30 @@ def test_segments_are_exposed() -> None:
     assert again.segments is not None and again.segments.labels.tolist() == [3, 7]
 
 
+def test_segment_end_times_are_optional() -> None:
+    """Without ``segment_end_times`` the end is start + 5 (Google's reader never reads it);
+    with it, the record's values are kept, even when they are not start + 5."""
+    segs: dict[str, object] = {
+        "segment_start_times": np.array([0, 25], np.int64),
+        "segment_labels": np.array([3, 7], np.int64),
+        "segment_scores": np.array([1.0, 0.0], np.float32),
+    }
+    video = decode_video(_frame_record(extra=segs))
+    assert video.segments is not None
+    assert video.segments.start_times.tolist() == [0, 25]
+    assert video.segments.end_times.tolist() == [5, 30]
+    assert video.segments.labels.tolist() == [3, 7]
+    odd = decode_video(_frame_record(extra={**segs, "segment_end_times": np.array([4, 31])}))
+    assert odd.segments is not None and odd.segments.end_times.tolist() == [4, 31]
+    # A partial set without a start time or without scores is still incomplete.
+    for key in ("segment_start_times", "segment_scores", "segment_labels"):
+        rest = {k: v for k, v in segs.items() if k != key}
+        with pytest.raises(SchemaError, match=f"missing \\['{key}'\\]"):
+            decode_video(_frame_record(extra=rest))
+    made = Segments.rated([10], [4], [1.0])
+    assert made.end_times.tolist() == [15] and made.scores.dtype == np.float32
+
+
 @pytest.mark.parametrize(
     ("record", "schema", "num_classes", "message"),
     [

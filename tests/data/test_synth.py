@@ -115,3 +115,41 @@ def test_config_checks(tmp_path: Path) -> None:
         write_synthetic(tmp_path, videos=1, shards=0)
     paths = write_synthetic(tmp_path, videos=2, shards=3, prefix="val")
     assert [len(list(read_videos([str(p)]))) for p in paths] == [1, 0, 1]
+
+
+def test_segment_rated_set(tmp_path: Path) -> None:
+    """Deterministic for a seed; the same frames and labels as the plain set; ratings on the
+    5-frame grid, positives where the segment shows its class's concept."""
+    a = write_synthetic(tmp_path / "a", videos=8, shards=2, seed=4, segment_ratings=5)
+    b = write_synthetic(tmp_path / "b", videos=8, shards=2, seed=4, segment_ratings=5)
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b, strict=True))
+    plain = write_synthetic(tmp_path / "p", videos=8, shards=2, seed=4)
+    assert a[0].read_bytes() != plain[0].read_bytes()
+    meta = json.loads((tmp_path / "a" / "synth.json").read_text())
+    assert meta["segment_ratings"] == 5
+    assert "segment_ratings" not in json.loads((tmp_path / "p" / "synth.json").read_text())
+    rated = list(read_videos([str(p) for p in a]))
+    unrated = list(read_videos([str(p) for p in plain]))
+    config = SynthConfig()
+    protos = _world(config)[0]
+    unit = protos / np.linalg.norm(protos, axis=1, keepdims=True)
+    positives = negatives = 0
+    for r, u in zip(rated, unrated, strict=True):
+        assert r.id == u.id and r.labels.tolist() == u.labels.tolist() and u.segments is None
+        np.testing.assert_array_equal(r.features["rgb"], u.features["rgb"])
+        seg = r.segments
+        assert seg is not None and 1 <= seg.labels.size <= 5
+        x = dequantize(r.features["rgb"])
+        cosine = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ unit.T  # (T, C*P)
+        per_class = cosine.reshape(len(x), 25, 3).max(axis=2)  # (T, C)
+        for start, label, score in zip(seg.start_times, seg.labels, seg.scores, strict=True):
+            near = per_class[start : start + 5, label] > 0.5  # frames showing the concept
+            if score == 1.0:
+                assert near.sum() >= 3
+                positives += 1
+            else:
+                assert near.sum() == 0
+                negatives += 1
+    assert positives > 0 and negatives > 0
+    with pytest.raises(ConfigError, match="frame-level"):
+        write_synthetic(tmp_path / "v", videos=1, frame_level=False, segment_ratings=5)

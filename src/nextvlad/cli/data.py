@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 from nextvlad.errors import UsageError
+
+SEGMENT_RATINGS = 5  # ratings a synthetic video with --segment-rated (about the 2019 set's)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +46,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--concept-seed", type=int, default=0, help="seed of the class prototypes (0)"
     )
     synth.add_argument("--prefix", default="synth", help="file name prefix ('synth')")
+    synth.add_argument(
+        "--segment-rated",
+        action="store_true",
+        help=(
+            "add 2019-style segment ratings (frame-level only): a few rated 5-frame segments a "
+            "video, 1.0 where the segment shows the class's concept, 0.0 where it does not"
+        ),
+    )
+    synth.add_argument(
+        "--segment-ratings",
+        type=int,
+        default=SEGMENT_RATINGS,
+        help=f"ratings a video with --segment-rated (at most; {SEGMENT_RATINGS})",
+    )
     synth.set_defaults(func=_synth)
 
     inspect = subparsers.add_parser(
@@ -51,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Read every record of the files and report what a run would see: frame- or "
             "video-level records and their features, the number of videos (and of distinct "
-            "ids), frames per video, label occurrences and the classes seen, segment labels, "
+            "ids), frames per video, label occurrences and the classes seen, segment labels "
+            "(rated segments, ratings, positives, classes with segments), "
             "and the corrupt records with their file and offset. Useful before training on "
             "new data; --classes also checks the labels against a model's number of classes."
         ),
@@ -79,6 +97,10 @@ def _synth(args: argparse.Namespace) -> int:
         raise UsageError(f"--shards must be at least 1, got {args.shards}")
     if args.classes < 1:
         raise UsageError(f"--classes must be at least 1, got {args.classes}")
+    if args.segment_rated and not args.frame_level:
+        raise UsageError("--segment-rated needs frame-level videos (not --video-level)")
+    if args.segment_ratings < 1:
+        raise UsageError(f"--segment-ratings must be at least 1, got {args.segment_ratings}")
     start = time.perf_counter()
     try:
         config = SynthConfig(num_classes=args.classes, concept_seed=args.concept_seed)
@@ -93,8 +115,11 @@ def _synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         prefix=args.prefix,
         config=config,
+        segment_ratings=args.segment_ratings if args.segment_rated else 0,
     )
     level = "frame-level" if args.frame_level else "video-level"
+    if args.segment_rated:
+        level = "segment-rated " + level
     print(
         f"wrote {args.videos} {level} videos ({args.classes} classes, seed {args.seed}) to "
         f"{len(paths)} files in {args.out} in {time.perf_counter() - start:.1f} s"
@@ -114,8 +139,31 @@ def _inspect(args: argparse.Namespace) -> int:
     except NoDataFilesError as err:
         raise UsageError(str(err)) from None
     summary = summarize(files, skip_corrupt=args.skip_corrupt, num_classes=args.classes)
+    counts = _segment_counts(files, summary, args) if summary.num_videos_with_segments else None
     if args.json:
-        print(json.dumps(summary.to_json()))
+        report = summary.to_json()
+        if counts is not None:
+            report.update(counts)
+        print(json.dumps(report))
     else:
         print(summary.format())
+        if counts is not None:
+            print(
+                f"rated segments:       {counts['num_rated_segments']} "
+                f"({counts['num_segment_ratings']} ratings, "
+                f"{counts['num_positive_ratings']} positive; "
+                f"{counts['num_positive_segments']} segments with a positive)"
+            )
+            print(f"classes with segments: {counts['num_segment_classes']}")
     return 0
+
+
+def _segment_counts(files: list[str], summary: Any, args: argparse.Namespace) -> dict[str, int]:
+    """Counts of the segment ratings (a second pass over the files; only for rated data)."""
+    from nextvlad.data.reader import read_videos
+    from nextvlad.data.segments import count_segments
+
+    videos = read_videos(
+        files, summary.schema, num_classes=args.classes, skip_corrupt=args.skip_corrupt
+    )
+    return count_segments(videos)

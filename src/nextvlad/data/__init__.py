@@ -8,6 +8,8 @@ Layout:
 * :mod:`~nextvlad.data.reader` - file globs, sharded reading, corrupt-record skipping.
 * :mod:`~nextvlad.data.dataset` / :mod:`~nextvlad.data.batch` - the torch ``IterableDataset``
   and batches (uint8 frames padded to the longest video).
+* :mod:`~nextvlad.data.segments` - rated segments and inference windows of the 2019 segment
+  task, their dataset and collator, the class whitelist.
 * :mod:`~nextvlad.data.synth` - the synthetic data set; :mod:`~nextvlad.data.summary` -
   ``nextvlad inspect``.
 
@@ -35,6 +37,7 @@ from nextvlad.data.example import (
 from nextvlad.data.reader import ReadStats, read_videos, resolve_files
 from nextvlad.data.schema import (
     FRAME_LEVEL,
+    SEGMENT_SIZE,
     VIDEO_LEVEL,
     YT8M_NUM_CLASSES,
     FeatureSpec,
@@ -45,12 +48,22 @@ from nextvlad.data.schema import (
     encode_video,
     infer_schema,
 )
+from nextvlad.data.segments import (
+    SegmentCollator,
+    SegmentDataset,
+    count_segments,
+    load_segment_classes,
+    rated_segments,
+    segment_id,
+    segment_windows,
+)
 from nextvlad.data.summary import Summary, detect_schema, summarize
 from nextvlad.data.synth import SynthConfig, dequantize, quantize, synthetic_videos, write_synthetic
 from nextvlad.data.tfrecord import TFRecordWriter, iter_records, masked_crc32c, write_records
 
 __all__ = [
     "FRAME_LEVEL",
+    "SEGMENT_SIZE",
     "VIDEO_LEVEL",
     "YT8M_NUM_CLASSES",
     "Batch",
@@ -63,6 +76,8 @@ __all__ = [
     "RecordError",
     "Schema",
     "SchemaError",
+    "SegmentCollator",
+    "SegmentDataset",
     "Segments",
     "Summary",
     "SynthConfig",
@@ -70,6 +85,7 @@ __all__ = [
     "Video",
     "VideoCollator",
     "VideoDataset",
+    "count_segments",
     "decode_video",
     "dequantize",
     "detect_schema",
@@ -79,12 +95,16 @@ __all__ = [
     "encode_video",
     "infer_schema",
     "iter_records",
+    "load_segment_classes",
     "masked_crc32c",
     "parse_example",
     "parse_sequence_example",
     "quantize",
+    "rated_segments",
     "read_videos",
     "resolve_files",
+    "segment_id",
+    "segment_windows",
     "summarize",
     "synthetic_videos",
     "write_records",

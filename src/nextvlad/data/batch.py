@@ -34,6 +34,9 @@ class Batch:
     num_frames: Tensor | None = None  # (B,) int64 real frames of each video (0 is possible)
     features: Tensor | None = None  # (B, D) float32 video-level features (mean_rgb ++ mean_audio)
     num_skipped: int = 0  # corrupt records skipped while reading this batch (skip_corrupt=True)
+    # (B, C) float32 weight of each label: 1.0 only for the rated (segment, class) pairs of a
+    # batch of rated segments (see nextvlad.data.segments); None for video batches.
+    weights: Tensor | None = None
     # Shared-memory segment holding the tensors (batches made in DataLoader workers).
     _segment: _shm.Segment | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -58,6 +61,7 @@ class Batch:
             num_frames=move(self.num_frames),
             features=move(self.features),
             num_skipped=self.num_skipped,
+            weights=move(self.weights),
         )
 
     def pin_memory(self) -> Batch:
@@ -73,6 +77,7 @@ class Batch:
             num_frames=pin(self.num_frames),
             features=pin(self.features),
             num_skipped=self.num_skipped,
+            weights=pin(self.weights),
         )
 
     def __reduce__(self) -> tuple[object, ...]:
@@ -91,7 +96,7 @@ class Batch:
 
 
 _FIELDS = tuple(f.name for f in fields(Batch) if not f.name.startswith("_"))
-_TENSORS = ("labels", "frames", "num_frames", "features")
+_TENSORS = ("labels", "frames", "num_frames", "features", "weights")
 
 
 def _rebuild(state: dict[str, object]) -> Batch:

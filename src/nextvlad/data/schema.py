@@ -5,7 +5,9 @@ and ``labels`` (int64 list); feature lists ``rgb`` (1024 bytes a frame) and ``au
 a frame), quantised uint8. Video-level records are ``Example``s with ``id``/``video_id``,
 ``labels``, ``mean_rgb`` (float[1024]) and ``mean_audio`` (float[128]). The 2019 segment-rated
 set adds context keys ``segment_start_times``, ``segment_end_times``, ``segment_labels`` (int64)
-and ``segment_scores`` (float), exposed as :class:`Segments`.
+and ``segment_scores`` (float), exposed as :class:`Segments`. ``segment_end_times`` is optional:
+Google's segment reader never reads it (a segment is :data:`SEGMENT_SIZE` frames from its start
+time), so a record may carry the other three keys alone; its end times are then start + 5.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from nextvlad.errors import ConfigError
 __all__ = [
     "FRAME_LEVEL",
     "SEGMENT_KEYS",
+    "SEGMENT_SIZE",
     "VIDEO_LEVEL",
     "YT8M_NUM_CLASSES",
     "FeatureSpec",
@@ -42,6 +45,8 @@ __all__ = [
 ]
 
 SEGMENT_KEYS = ("segment_start_times", "segment_end_times", "segment_labels", "segment_scores")
+# Frames (seconds) of a rated segment of the 2019 set, as Google's reader assumes.
+SEGMENT_SIZE = 5
 
 
 @dataclass(frozen=True)
@@ -115,9 +120,22 @@ class Segments:
     """Segment-level annotations of the 2019 set; all arrays have shape (S,)."""
 
     start_times: np.ndarray  # int64, first frame (second) of each rated segment
-    end_times: np.ndarray  # int64
+    end_times: np.ndarray  # int64 (start + SEGMENT_SIZE when the record has none)
     labels: np.ndarray  # int64, the class each segment was rated for
     scores: np.ndarray  # float32, 1.0 = the class is present in the segment, 0.0 = absent
+
+    @classmethod
+    def rated(
+        cls,
+        start_times: np.ndarray | Sequence[int],
+        labels: np.ndarray | Sequence[int],
+        scores: np.ndarray | Sequence[float],
+        end_times: np.ndarray | Sequence[int] | None = None,
+    ) -> Segments:
+        """Segments from their ratings; end times default to start + :data:`SEGMENT_SIZE`."""
+        starts = np.asarray(start_times, np.int64)
+        ends = starts + SEGMENT_SIZE if end_times is None else np.asarray(end_times, np.int64)
+        return cls(starts, ends, np.asarray(labels, np.int64), np.asarray(scores, np.float32))
 
 
 @dataclass(frozen=True, eq=False)
@@ -242,15 +260,17 @@ def _video_id(buf: _wire.Buffer, ctx: Ranges, id_keys: tuple[str, ...]) -> str:
 
 
 def _segments(buf: _wire.Buffer, ctx: Ranges, num_classes: int | None) -> Segments | None:
-    """The 2019 segment annotations, None for a record without them (all four keys or none)."""
+    """The 2019 segment annotations, None for a record without them (all four keys, the three
+    without ``segment_end_times``, or none; missing end times are start + SEGMENT_SIZE)."""
     present = [k for k in SEGMENT_KEYS if k in ctx]
     if not present:
         return None
-    if len(present) != len(SEGMENT_KEYS):
-        missing = [k for k in SEGMENT_KEYS if k not in ctx]
+    missing = [k for k in SEGMENT_KEYS if k not in ctx and k != SEGMENT_KEYS[1]]
+    if missing:
         raise SchemaError(f"segment annotations incomplete: missing {missing}")
     starts = _int64s(buf, ctx, SEGMENT_KEYS[0])
-    ends = _int64s(buf, ctx, SEGMENT_KEYS[1])
+    has_ends = SEGMENT_KEYS[1] in ctx
+    ends = _int64s(buf, ctx, SEGMENT_KEYS[1]) if has_ends else starts + SEGMENT_SIZE
     seg_labels = _int64s(buf, ctx, SEGMENT_KEYS[2])
     kind, scores = _one(buf, ctx, SEGMENT_KEYS[3])
     if kind == "":

@@ -19,6 +19,12 @@ comparable size, so the mean is dominated by background. Frame by frame, a conce
 close to one prototype and far from everything else, so an aggregator that assigns frames to
 clusters (NetVLAD, NeXtVLAD) sees the concepts clearly.
 
+Segment-rated records (``segment_ratings``) add, like the 2019 set, a few ratings of 5-frame
+segments on the 5-frame grid for the video's own classes: 1.0 where the segment shows the
+class's concept (at least 3 of its frames in the class's runs), 0.0 where it shows none of it
+(background or another class's concept). They come from a separate random stream, so a video's
+frames and labels do not depend on them.
+
 Video-level records hold the mean of the dequantised frames (``mean_rgb``, ``mean_audio``) of
 the same videos, so the frame-level and video-level sets of one seed describe the same videos.
 """
@@ -35,7 +41,14 @@ from pathlib import Path
 import numpy as np
 
 from nextvlad._yt8m import AUDIO_DIM, DEQUANT_BIAS, DEQUANT_SCALE, RGB_DIM
-from nextvlad.data.schema import FRAME_LEVEL, VIDEO_LEVEL, Video, encode_video
+from nextvlad.data.schema import (
+    FRAME_LEVEL,
+    SEGMENT_SIZE,
+    VIDEO_LEVEL,
+    Segments,
+    Video,
+    encode_video,
+)
 from nextvlad.data.tfrecord import TFRecordWriter
 from nextvlad.errors import ConfigError
 
@@ -97,6 +110,14 @@ def _world(config: SynthConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _video(config: SynthConfig, seed: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels (L,) int64, rgb (T, 1024) uint8, audio (T, 128) uint8) of video ``index``."""
+    labels, rgb, audio, _ = _video_and_runs(config, seed, index)
+    return labels, rgb, audio
+
+
+def _video_and_runs(
+    config: SynthConfig, seed: int, index: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
+    """:func:`_video` and its concept runs as (class, first frame, length)."""
     protos, audio_protos, freq = _world(config)
     rng = np.random.default_rng([seed, index, 0x71DE0])
     classes, per_class = config.num_classes, config.prototypes_per_class
@@ -127,8 +148,10 @@ def _video(config: SynthConfig, seed: int, index: int) -> tuple[np.ndarray, np.n
         total = sum(n for _, n in runs)
     gaps = rng.multinomial(length - total, np.full(len(runs) + 1, 1.0 / (len(runs) + 1)))
     start = 0
+    placed = []  # (class, first frame, length)
     for (label, run), gap in zip(runs, gaps, strict=False):
         start += int(gap)
+        placed.append((label, start, run))
         proto = protos[label * per_class + int(rng.integers(per_class))]
         rgb[start : start + run] = proto
         if rng.random() < config.audio_probability:
@@ -141,7 +164,40 @@ def _video(config: SynthConfig, seed: int, index: int) -> tuple[np.ndarray, np.n
     noise += offset
     rgb += noise[:, :RGB_DIM]
     audio += noise[:, RGB_DIM:]
-    return labels.astype(np.int64), quantize(rgb), quantize(audio)
+    return labels.astype(np.int64), quantize(rgb), quantize(audio), placed
+
+
+def _ratings(
+    labels: np.ndarray,
+    runs: list[tuple[int, int, int]],
+    length: int,
+    rng: np.random.Generator,
+    count: int,
+) -> Segments:
+    """Up to ``count`` ratings of ``SEGMENT_SIZE``-frame segments on the 5-frame grid, for the
+    video's own classes: a segment holding at least 3 frames of a class's runs is a positive
+    (1.0) for it, a segment with none of them a negative (0.0); half positives where possible.
+    Sorted by start time, then class."""
+    size = SEGMENT_SIZE
+    starts = np.arange(0, length - size + 1, size)  # (S,)
+    cover = np.zeros((len(labels), length), bool)  # (L, T) frames of each class's runs
+    row = {int(c): i for i, c in enumerate(labels.tolist())}
+    for label, first, run in runs:
+        cover[row[label], first : first + run] = True
+    span = len(starts) * size
+    inside = cover[:, :span].reshape(len(labels), len(starts), size).sum(-1)  # (L, S)
+    pos = np.argwhere(inside >= (size + 1) // 2)  # (n, 2) (class row, segment)
+    neg = np.argwhere(inside == 0)
+    n_pos = min(len(pos), (count + 1) // 2)
+    n_neg = min(len(neg), count - n_pos)
+    chosen = [(r, s, 1.0) for r, s in pos[rng.permutation(len(pos))[:n_pos]].tolist()]
+    chosen += [(r, s, 0.0) for r, s in neg[rng.permutation(len(neg))[:n_neg]].tolist()]
+    chosen.sort(key=lambda t: (t[1], labels[t[0]]))
+    return Segments.rated(
+        [int(starts[s]) for _, s, _ in chosen],
+        [int(labels[r]) for r, _, _ in chosen],
+        [score for _, _, score in chosen],
+    )
 
 
 def synthetic_videos(
@@ -152,20 +208,32 @@ def synthetic_videos(
     start: int = 0,
     frame_level: bool = True,
     config: SynthConfig | None = None,
+    segment_ratings: int = 0,
 ) -> Iterator[Video]:
     """Synthetic videos ``start .. start + videos - 1`` (ids ``syn<seed>-<index>``).
 
     Frame-level videos carry ``rgb`` (T, 1024) and ``audio`` (T, 128) uint8; video-level ones
     ``mean_rgb`` (1024,) and ``mean_audio`` (128,) float32, the mean of the dequantised frames.
+    With ``segment_ratings`` > 0 (frame-level only) each video also carries up to that many
+    segment ratings (``Video.segments``, see :func:`_ratings`); its frames and labels are the
+    same as without.
     """
     config = config or SynthConfig(num_classes=num_classes)
     if config.num_classes != num_classes and num_classes != 25:
         raise ConfigError("give num_classes either directly or in config, not both")
+    if segment_ratings < 0:
+        raise ConfigError(f"segment_ratings must be non-negative, got {segment_ratings}")
+    if segment_ratings and not frame_level:
+        raise ConfigError("segment ratings need frame-level videos")
     for index in range(start, start + videos):
-        labels, rgb, audio = _video(config, seed, index)
+        labels, rgb, audio, runs = _video_and_runs(config, seed, index)
         vid = f"syn{seed}-{index:06d}"
         if frame_level:
-            yield Video(vid, labels, {"rgb": rgb, "audio": audio}, len(rgb))
+            segments = None
+            if segment_ratings:
+                rng = np.random.default_rng([seed, index, 0x5E65])
+                segments = _ratings(labels, runs, len(rgb), rng, segment_ratings)
+            yield Video(vid, labels, {"rgb": rgb, "audio": audio}, len(rgb), segments)
         else:
             features = {
                 "mean_rgb": dequantize(rgb).mean(0),
@@ -184,13 +252,15 @@ def write_synthetic(
     seed: int = 0,
     prefix: str = "synth",
     config: SynthConfig | None = None,
+    segment_ratings: int = 0,
 ) -> list[Path]:
     """Writes ``videos`` synthetic videos as ``shards`` TFRecord files in the 2018 YouTube-8M
     format, ``<prefix>-<s>-of-<shards>.tfrecord`` (contiguous blocks of videos), plus
     ``<prefix>.json`` describing the set. Deterministic given the arguments.
 
     Use the same ``config.concept_seed`` (default) and different ``seed`` for train and
-    validation sets. Returns the shard paths.
+    validation sets. ``segment_ratings`` > 0: segment-rated records (see
+    :func:`synthetic_videos`). Returns the shard paths.
     """
     if videos < 0:
         raise ConfigError(f"videos must be non-negative, got {videos}")
@@ -215,6 +285,7 @@ def write_synthetic(
                 start=lo,
                 frame_level=frame_level,
                 config=config,
+                segment_ratings=segment_ratings,
             ):
                 writer.write(encode_video(video, schema))
         paths.append(path)
@@ -227,5 +298,7 @@ def write_synthetic(
         "features": {spec.name: spec.dim for spec in schema.features},
         "config": asdict(config),
     }
+    if segment_ratings:
+        meta["segment_ratings"] = segment_ratings
     (out / f"{prefix}.json").write_text(json.dumps(meta, indent=2) + "\n")
     return paths

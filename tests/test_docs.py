@@ -99,8 +99,21 @@ def _exported(name: str, format: str) -> Callable[[Path], None]:
     return make
 
 
+def _segment_classes(folder: Path) -> None:
+    """Google's segment_label_ids.csv has an ``Index`` header, then one class a line."""
+    (folder / "segment_label_ids.csv").write_text("Index\n" + "".join(f"{c}\n" for c in (3, 7, 8)))
+
+
+def _segment_rated(folder: Path) -> None:
+    from nextvlad.data import write_synthetic
+
+    write_synthetic(folder, videos=8, shards=1, prefix="validate", segment_ratings=3)
+
+
 PROVIDED: dict[str, Callable[[Path], None]] = {
     "yt8m_pca/eigenvals.npy": _eigenvalues,
+    "segment_label_ids.csv": _segment_classes,
+    "validate*.tfrecord": _segment_rated,
     "nextvlad-8g.onnx": _exported("nextvlad-8g.onnx", "onnx"),
     "nextvlad-8g.pt": _exported("nextvlad-8g.pt", "torchscript"),
 }

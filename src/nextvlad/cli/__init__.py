@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "nextvlad.cli.train",
     "nextvlad.cli.evaluate",
     "nextvlad.cli.predict",
+    "nextvlad.cli.segments",
     "nextvlad.cli.models",
     "nextvlad.cli.data",
     "nextvlad.cli.export",

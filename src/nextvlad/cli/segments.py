@@ -1,0 +1,107 @@
+"""`nextvlad score-segments`: MAP@N of a 2019 segment submission against segment-rated records,
+as Google's ``segment_eval_inference.py`` computes it (docs/segments.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from nextvlad._args import non_negative_int
+from nextvlad.errors import ConfigError, UsageError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "score-segments",
+        help="score a 2019 segment submission (Class,Segments) with MAP@100K",
+        description=(
+            "Score a Kaggle 2019 segment submission against segment-rated TFRecords exactly "
+            "as Google's segment_eval_inference.py: each class's list is cut at --top-n, "
+            "entries whose (segment, class) pair was never rated are dropped, the AP of each "
+            "class has the number of its positive rated segments as denominator, and the MAP "
+            "is the mean over the classes of the submission. The submission is read one class "
+            "line at a time; only the ratings are held in memory."
+        ),
+    )
+    p.add_argument("--submission", required=True, metavar="FILE.csv", help="the submission")
+    p.add_argument(
+        "--data", required=True, nargs="+", metavar="GLOB", help="segment-rated TFRecords"
+    )
+    p.add_argument(
+        "--top-n",
+        type=non_negative_int,
+        default=100_000,
+        help="entries of a class scored (100000, as on Kaggle); 0 scores them all",
+    )
+    p.add_argument("--skip-corrupt", action="store_true", help="skip and count corrupt records")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_score_segments)
+
+
+def read_ratings(
+    patterns: list[str], metric: Any, *, skip_corrupt: bool = False
+) -> tuple[int, int]:
+    """Add the segment ratings of the records of ``patterns`` to ``metric`` (a SegmentMAP).
+    Returns (videos read, videos with rated segments)."""
+    from nextvlad.data import ReadStats, detect_schema, read_videos, resolve_files
+
+    files = resolve_files(patterns)
+    schema = detect_schema(files, skip_corrupt=skip_corrupt)
+    if schema is None:  # the files' content, not the command line: exit 1
+        raise ConfigError(f"no record in the data ({' '.join(patterns)}) shows a known schema")
+    num_videos = num_rated = 0
+    stats = ReadStats()
+    for video in read_videos(files, schema, skip_corrupt=skip_corrupt, stats=stats):
+        num_videos += 1
+        segments = video.segments
+        if segments is None or len(segments.labels) == 0:
+            continue
+        num_rated += 1
+        metric.add_video(video.id, segments.start_times, segments.labels, segments.scores)
+    return num_videos, num_rated
+
+
+def _score_segments(args: argparse.Namespace) -> int:
+    from nextvlad.metrics import SegmentMAP, SubmissionError, read_submission
+
+    started = time.perf_counter()
+    metric = SegmentMAP(top_n=args.top_n)
+    num_videos, num_rated = read_ratings(args.data, metric, skip_corrupt=args.skip_corrupt)
+    if metric.num_rated_pairs == 0:
+        raise ConfigError(
+            f"no rated segment in the {num_videos} videos of {' '.join(args.data)}: "
+            "score-segments needs segment-rated records (segment_start_times, "
+            "segment_labels, segment_scores), such as YouTube-8M's 3/frame/validate"
+        )
+    try:
+        for line in read_submission(args.submission):
+            metric.update(line.class_id, line.segments)
+    except SubmissionError as err:
+        raise UsageError(f"--submission {err}") from None
+    except FileNotFoundError:
+        raise UsageError(f"--submission {args.submission}: no such file") from None
+    if metric.num_classes == 0:
+        raise UsageError(f"--submission {args.submission}: no class line")
+    result: dict[str, Any] = metric.compute()
+    result["num_videos"] = num_videos
+    result["num_rated_videos"] = num_rated
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    top = f"@{args.top_n}" if args.top_n else ""
+    print(f"MAP{top:<9} {result['map']:.6f}")
+    print(f"{'classes':<12} {result['num_classes']}")
+    print(f"{'rated pairs':<12} {result['num_rated_pairs']}")
+    print(f"{'positives':<12} {result['num_positive_segments']}")
+    if result["num_classes_without_positives"]:
+        print(
+            f"nextvlad score-segments: note: {result['num_classes_without_positives']} classes "
+            "of the submission have no positive rated segment (AP 0; Google's script stops "
+            "on them)",
+            file=sys.stderr,
+        )
+    return 0

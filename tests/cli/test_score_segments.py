@@ -71,7 +71,7 @@ def test_text_report(tmp_path: Path, rated: str) -> None:
     code, out, err = run_cli(["score-segments", "--submission", sub, "--data", rated])
     assert code == 0
     assert out.splitlines()[0].split() == ["MAP@100000", "0.500000"]
-    assert "1 classes of the submission have no positive rated segment" in err
+    assert "1 class of the submission has no positive rated segment" in err
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """What several subcommands share: argument types, the arguments and loading of the commands
-that run a checkpoint (`eval`, `predict`), and the evaluation-data loader."""
+that run a checkpoint (`eval`, `predict`), the evaluation-data loader, and their `--segments`
+mode (the arguments, the whitelist, the ranking of the windows)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ from nextvlad.errors import UsageError
 __all__ = [
     "Loaded",
     "add_inference_arguments",
+    "add_segment_arguments",
     "evaluation_loader",
     "exported_format",
     "load_checkpoint",
     "positive_int",
+    "rank_segments",
+    "refuse_segment_options",
+    "segment_classes",
 ]
 
 # Suffixes of TorchScript archives (`nextvlad export --format torchscript --out model.pt`).
@@ -123,3 +128,103 @@ def evaluation_loader(
         world_size=1,
     )
     return dataset.loader(batch_size, num_workers=args.num_workers)
+
+
+def add_segment_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `predict --segments` and `eval --segments` (the 2019 segment task)."""
+    p.add_argument(
+        "--segments",
+        action="store_true",
+        help="the 2019 segment task: predict every 5-frame window of the (frame-level) "
+        "videos and rank the windows of each class (docs/segments.md)",
+    )
+    p.add_argument(
+        "--segment-classes",
+        metavar="FILE",
+        help="with --segments: the class whitelist (the Index column of Google's "
+        "segment_label_ids.csv); a window's top-k classes are taken among these",
+    )
+    p.add_argument(
+        "--stride",
+        type=positive_int,
+        help="with --segments: frames from one window's start to the next (5)",
+    )
+
+
+def refuse_segment_options(args: argparse.Namespace, *names: str) -> None:
+    """Options that only apply with --segments, given without it: a usage error."""
+    for name in ("segment_classes", "stride", *names):
+        if getattr(args, name, None) is not None:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} applies with --segments only")
+
+
+def rank_segments(args: argparse.Namespace, loaded: Loaded, *, max_per_class: int) -> Any:
+    """The SegmentRanking of ``loaded``'s probabilities over the windows of ``args.data``
+    (``--top-k``, ``--segment-classes``, ``--stride``, the loader options)."""
+    import torch
+
+    from nextvlad.checkpoint import check_data_fits
+    from nextvlad.data import SegmentDataset, detect_schema, resolve_files
+    from nextvlad.errors import ConfigError
+    from nextvlad.training import iter_predictions
+    from nextvlad.training.segments import SegmentRanking
+
+    config, model = loaded.config, f"the checkpoint {loaded.folder}"
+    if config.input_level != "frame":
+        raise UsageError(
+            f"--segments needs a model of frame-level input; {model} holds a "
+            f"{config.input_level}-level model"
+        )
+    classes = segment_classes(args.segment_classes, config.num_classes)
+    files = resolve_files(args.data)
+    data = " ".join(args.data)
+    schema = detect_schema(files, skip_corrupt=args.skip_corrupt)
+    if schema is None:
+        raise ConfigError(f"no record in the data ({data}) shows a known schema")
+    if not schema.frame_level:
+        raise UsageError(f"--segments needs frame-level data; --data {data} is video-level")
+    check_data_fits(config, schema, f"the data ({data})", model=model)
+    dataset = SegmentDataset(
+        files,
+        windows=True,
+        stride=args.stride,
+        schema=schema,
+        num_classes=config.num_classes,
+        skip_corrupt=args.skip_corrupt,
+        rank=0,
+        world_size=1,
+    )
+    loader = dataset.loader(args.batch_size, num_workers=args.num_workers)
+    ranking = SegmentRanking(
+        config.num_classes, top_k=args.top_k, max_per_class=max_per_class, classes=classes
+    )
+    predictions = iter_predictions(
+        loaded.model, loaded.transform, loader, loaded.device, branch=args.branch
+    )
+    for batch, logits in predictions:
+        ranking.add(batch.ids, torch.sigmoid(logits))
+    if ranking.num_windows == 0:
+        raise UsageError(
+            f"no window in --data {data}: every video is shorter than one 5-frame segment"
+        )
+    return ranking
+
+
+def segment_classes(path: str | None, num_classes: int) -> Any:
+    """The whitelist of ``--segment-classes`` (None without it), within the model's classes."""
+    if path is None:
+        return None
+    from nextvlad.data import load_segment_classes
+    from nextvlad.data.errors import DataError
+
+    try:
+        classes = load_segment_classes(path)
+    except DataError as err:
+        raise UsageError(f"--segment-classes {err}") from None
+    if classes[-1] >= num_classes:
+        raise UsageError(
+            f"--segment-classes {path}: class {int(classes[-1])} is not one of the model's "
+            f"{num_classes} classes (0..{num_classes - 1})"
+        )
+    return classes

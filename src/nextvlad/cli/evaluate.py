@@ -1,16 +1,24 @@
-"""`nextvlad eval`: a checkpoint's GAP@20, mAP, Hit@1, PERR and loss on TFRecords."""
+"""`nextvlad eval`: a checkpoint's GAP@20, mAP, Hit@1, PERR and loss on TFRecords; with
+``--segments``, its MAP@N on the 2019 segment task (as `predict --segments` then
+`score-segments`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
+from nextvlad._args import non_negative_int
 from nextvlad.cli._common import (
     add_inference_arguments,
+    add_segment_arguments,
     evaluation_loader,
     exported_format,
     load_checkpoint,
+    positive_int,
+    rank_segments,
+    refuse_segment_options,
 )
 from nextvlad.errors import UsageError
 
@@ -31,6 +39,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "checkpoint folder (RUN/checkpoints/step-N) or its model.safetensors",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_segment_arguments(p)
+    p.add_argument(
+        "--top-n",
+        type=non_negative_int,
+        help="with --segments: entries of a class scored (100000, as on Kaggle); 0 all",
+    )
+    p.add_argument(
+        "--top-k", type=positive_int, help="with --segments: classes a window contributes (20)"
+    )
     p.set_defaults(func=_eval)
 
 
@@ -46,10 +63,47 @@ def _refuse_exported(path: str) -> None:
     )
 
 
+def _eval_segments(args: argparse.Namespace) -> int:
+    """`eval --segments`: the windows' rankings scored against the ratings of the same
+    records, as `score-segments` scores the submission `predict --segments` writes."""
+    from nextvlad.cli.segments import print_segment_result, read_ratings
+    from nextvlad.metrics import SegmentMAP
+
+    started = time.perf_counter()
+    top_n = 100_000 if args.top_n is None else args.top_n
+    args.top_k = 20 if args.top_k is None else args.top_k
+    loaded = load_checkpoint(args)
+    metric = SegmentMAP(top_n=top_n)
+    num_videos, num_rated = read_ratings(args.data, metric, skip_corrupt=args.skip_corrupt)
+    if metric.num_rated_pairs == 0:
+        raise UsageError(
+            f"--segments: no rated segment in the {num_videos} videos of {' '.join(args.data)}; "
+            "eval --segments needs segment-rated records (segment_start_times, segment_labels, "
+            "segment_scores)"
+        )
+    # Entries past top-n are never scored: keeping top-n a class ranks as predict's
+    # --max-per-class 100000 followed by score-segments --top-n N (N <= 100000).
+    ranking = rank_segments(args, loaded, max_per_class=top_n or 2**62)
+    for class_id, segments in ranking.ranked():
+        metric.update(class_id, segments)
+    if metric.num_classes == 0:
+        raise UsageError("--segments: no window got a class")
+    result: dict[str, Any] = metric.compute()
+    result["num_videos"] = num_videos
+    result["num_rated_videos"] = num_rated
+    result["num_windows"] = ranking.num_windows
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    print_segment_result(result, top_n, as_json=args.json, what="of the ranking", windows=True)
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from nextvlad.training import evaluate
 
     _refuse_exported(args.checkpoint)
+    if args.segments:
+        return _eval_segments(args)
+    refuse_segment_options(args, "top_n", "top_k")
     loaded = load_checkpoint(args)
     loader = evaluation_loader(args, loaded.config, model=f"the checkpoint {loaded.folder}")
     metrics, loss_sum, count = evaluate(

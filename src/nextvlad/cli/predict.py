@@ -11,10 +11,13 @@ from typing import Any
 
 from nextvlad.cli._common import (
     add_inference_arguments,
+    add_segment_arguments,
     evaluation_loader,
     exported_format,
     load_checkpoint,
     positive_int,
+    rank_segments,
+    refuse_segment_options,
 )
 from nextvlad.errors import UsageError
 
@@ -26,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict",
         help="write Kaggle-format predictions",
         description="Write predictions in the 2018 Kaggle format: VideoId,LabelConfidencePairs "
-        "with the top-k 'label score' pairs by descending score.",
+        "with the top-k 'label score' pairs by descending score; with --segments, the 2019 "
+        "format: Class,Segments with the best 'vid:start' windows of each class.",
     )
     add_inference_arguments(
         p,
@@ -34,11 +38,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"checkpoint folder (RUN/checkpoints/step-N) or its model.safetensors, or {_ONNX}",
     )
     p.add_argument("--out", required=True, help="CSV file to write (missing folders are made)")
-    p.add_argument("--top-k", type=positive_int, default=20, help="pairs a video (20)")
+    p.add_argument(
+        "--top-k", type=positive_int, default=20, help="pairs a video, or classes a window (20)"
+    )
     p.add_argument(
         "--vocabulary",
         help="vocabulary.csv: also write the top-k with class names (VideoId,Label,Name,Score) "
         "to OUT with .names.csv for its suffix (sub.csv -> sub.names.csv)",
+    )
+    add_segment_arguments(p)
+    p.add_argument(
+        "--max-per-class",
+        type=positive_int,
+        help="with --segments: windows a class keeps, by descending score (100000)",
     )
     p.set_defaults(func=_predict)
 
@@ -120,11 +132,35 @@ def _open_atomic(path: Path | None) -> Iterator[Any]:
         yield f
 
 
+def _predict_segments(args: argparse.Namespace, out: Path) -> int:
+    """`predict --segments`: the Kaggle 2019 submission of the windows of ``--data``."""
+    from nextvlad.training.segments import write_segment_submission
+
+    if args.vocabulary:
+        raise UsageError("--vocabulary does not apply with --segments")
+    kind = exported_format(args.checkpoint)
+    if kind is not None:
+        raise UsageError(
+            f"--checkpoint {args.checkpoint}: an exported {kind} model; --segments takes the "
+            "run or checkpoint folder it was exported from"
+        )
+    loaded = load_checkpoint(args)
+    max_per_class = 100_000 if args.max_per_class is None else args.max_per_class
+    ranking = rank_segments(args, loaded, max_per_class=max_per_class)
+    with _open_atomic(out) as f:
+        count = write_segment_submission(f, ranking.ranked())
+    print(f"wrote {count} classes of {ranking.num_windows} windows to {out}", file=sys.stderr)
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from nextvlad.training import read_vocabulary, write_predictions
 
     out = Path(args.out)
     _check_out(out)
+    if args.segments:
+        return _predict_segments(args, out)
+    refuse_segment_options(args, "max_per_class")
     names = read_vocabulary(args.vocabulary) if args.vocabulary else None
     exported = exported_format(args.checkpoint) == "ONNX"
     batches, config = _onnx_batches(args) if exported else _checkpoint_batches(args)

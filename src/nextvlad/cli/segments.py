@@ -89,19 +89,29 @@ def _score_segments(args: argparse.Namespace) -> int:
     result["num_videos"] = num_videos
     result["num_rated_videos"] = num_rated
     result["seconds"] = round(time.perf_counter() - started, 3)
-    if args.json:
+    print_segment_result(result, args.top_n, as_json=args.json, what="of the submission")
+    return 0
+
+
+def print_segment_result(
+    result: dict[str, Any], top_n: int, *, as_json: bool, what: str, windows: bool = False
+) -> None:
+    """The MAP and its counts (``windows``: also the windows ranked), or one JSON object."""
+    if as_json:
         print(json.dumps(result))
-        return 0
-    top = f"@{args.top_n}" if args.top_n else ""
+        return
+    top = f"@{top_n}" if top_n else ""
     print(f"MAP{top:<9} {result['map']:.6f}")
     print(f"{'classes':<12} {result['num_classes']}")
     print(f"{'rated pairs':<12} {result['num_rated_pairs']}")
     print(f"{'positives':<12} {result['num_positive_segments']}")
-    if result["num_classes_without_positives"]:
+    if windows:
+        print(f"{'windows':<12} {result['num_windows']}")
+    without = result["num_classes_without_positives"]
+    if without:
+        classes, have = ("class", "has") if without == 1 else ("classes", "have")
         print(
-            f"nextvlad score-segments: note: {result['num_classes_without_positives']} classes "
-            "of the submission have no positive rated segment (AP 0; Google's script stops "
-            "on them)",
+            f"nextvlad: note: {without} {classes} {what} {have} no positive rated segment (AP 0; "
+            "Google's script stops on them)",
             file=sys.stderr,
         )
-    return 0

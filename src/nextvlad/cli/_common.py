@@ -103,31 +103,39 @@ def evaluation_loader(
     model: str,
     patterns: Sequence[str] | None = None,
     what: str = "the data",
+    segments: bool = False,
 ) -> Any:
     """A loader over the files of ``patterns`` (default ``args.data``; one pass, in order) for
     a model of ``config``, with the command's ``--batch-size``, ``--num-workers`` and
     ``--skip-corrupt``; ``what`` names the data in errors ("the data", "--eval-data"),
-    ``model`` the file the model comes from ("the checkpoint RUN/checkpoints/step-00000010")."""
+    ``model`` the file the model comes from ("the checkpoint RUN/checkpoints/step-00000010").
+    ``segments``: the 5-frame windows of every video (``--stride``), frame-level data only."""
     from nextvlad.checkpoint import check_data_fits
-    from nextvlad.data import VideoDataset, detect_schema, resolve_files
+    from nextvlad.data import SegmentDataset, VideoDataset, detect_schema, resolve_files
     from nextvlad.errors import ConfigError
 
     patterns = args.data if patterns is None else patterns
-    skip_corrupt, batch_size = args.skip_corrupt, args.batch_size
+    data = " ".join(patterns)
     files = resolve_files(patterns)
-    schema = detect_schema(files, skip_corrupt=skip_corrupt)
+    schema = detect_schema(files, skip_corrupt=args.skip_corrupt)
     if schema is None:  # the files' content, not the command line: exit 1
-        raise ConfigError(f"no record in {what} ({' '.join(patterns)}) shows a known schema")
-    check_data_fits(config, schema, f"{what} ({' '.join(patterns)})", model=model)
-    dataset = VideoDataset(
-        files,
-        schema=schema,
-        num_classes=config.num_classes,
-        skip_corrupt=skip_corrupt,
-        rank=0,
-        world_size=1,
+        raise ConfigError(f"no record in {what} ({data}) shows a known schema")
+    if segments and not schema.frame_level:
+        raise UsageError(f"--segments needs frame-level data; --data {data} is video-level")
+    check_data_fits(config, schema, f"{what} ({data})", model=model)
+    common = {
+        "schema": schema,
+        "num_classes": config.num_classes,
+        "skip_corrupt": args.skip_corrupt,
+        "rank": 0,
+        "world_size": 1,
+    }
+    dataset = (
+        SegmentDataset(files, windows=True, stride=args.stride, **common)
+        if segments
+        else VideoDataset(files, **common)
     )
-    return dataset.loader(batch_size, num_workers=args.num_workers)
+    return dataset.loader(args.batch_size, num_workers=args.num_workers)
 
 
 def add_segment_arguments(p: argparse.ArgumentParser) -> None:
@@ -164,9 +172,6 @@ def rank_segments(args: argparse.Namespace, loaded: Loaded, *, max_per_class: in
     (``--top-k``, ``--segment-classes``, ``--stride``, the loader options)."""
     import torch
 
-    from nextvlad.checkpoint import check_data_fits
-    from nextvlad.data import SegmentDataset, detect_schema, resolve_files
-    from nextvlad.errors import ConfigError
     from nextvlad.training import iter_predictions
     from nextvlad.training.segments import SegmentRanking
 
@@ -177,25 +182,7 @@ def rank_segments(args: argparse.Namespace, loaded: Loaded, *, max_per_class: in
             f"{config.input_level}-level model"
         )
     classes = segment_classes(args.segment_classes, config.num_classes)
-    files = resolve_files(args.data)
-    data = " ".join(args.data)
-    schema = detect_schema(files, skip_corrupt=args.skip_corrupt)
-    if schema is None:
-        raise ConfigError(f"no record in the data ({data}) shows a known schema")
-    if not schema.frame_level:
-        raise UsageError(f"--segments needs frame-level data; --data {data} is video-level")
-    check_data_fits(config, schema, f"the data ({data})", model=model)
-    dataset = SegmentDataset(
-        files,
-        windows=True,
-        stride=args.stride,
-        schema=schema,
-        num_classes=config.num_classes,
-        skip_corrupt=args.skip_corrupt,
-        rank=0,
-        world_size=1,
-    )
-    loader = dataset.loader(args.batch_size, num_workers=args.num_workers)
+    loader = evaluation_loader(args, config, model=model, segments=True)
     ranking = SegmentRanking(
         config.num_classes, top_k=args.top_k, max_per_class=max_per_class, classes=classes
     )
@@ -206,7 +193,8 @@ def rank_segments(args: argparse.Namespace, loaded: Loaded, *, max_per_class: in
         ranking.add(batch.ids, torch.sigmoid(logits))
     if ranking.num_windows == 0:
         raise UsageError(
-            f"no window in --data {data}: every video is shorter than one 5-frame segment"
+            f"no window in --data {' '.join(args.data)}: every video is shorter than one 5-frame "
+            "segment"
         )
     return ranking
 

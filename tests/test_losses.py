@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from nextvlad.losses import cross_entropy, distillation_kl, l2_penalty, yt8m_loss
@@ -117,3 +118,47 @@ def test_mixture_objective_is_eq_16() -> None:
 def test_l2_penalty() -> None:
     torch.testing.assert_close(l2_penalty([torch.tensor([3.0, 4.0])], 0.1), torch.tensor(1.25))
     assert l2_penalty([], 0.1) == 0
+
+
+def test_weighted_cross_entropy_counts_only_the_weighted_terms() -> None:
+    """Segment fine-tuning (Google's CrossEntropyLoss with label_weights): each (example,
+    class) term times its weight, summed over classes, averaged over all examples."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 9, generator=g, dtype=torch.float64)
+    labels = (torch.rand(6, 9, generator=g) > 0.5).double()
+    weights = (torch.rand(6, 9, generator=g) > 0.7).double()
+    weights[0] = 0.0  # an example of no rated pair still counts in the mean
+    p = torch.sigmoid(logits)
+    total = 0.0
+    for b in range(6):
+        for c in range(9):
+            if weights[b, c]:
+                y = labels[b, c]
+                total -= float(
+                    y * torch.log(p[b, c] + 1e-8) + (1 - y) * torch.log(1 - p[b, c] + 1e-8)
+                )
+    assert float(cross_entropy(logits, labels, weights=weights)) == pytest.approx(total / 6)
+    ones = torch.ones_like(weights)
+    assert torch.equal(cross_entropy(logits, labels, weights=ones), cross_entropy(logits, labels))
+    logits.requires_grad_(True)
+    cross_entropy(logits, labels, weights=weights).backward()
+    assert logits.grad is not None
+    assert torch.all(logits.grad[weights == 0] == 0) and torch.all(logits.grad[weights == 1] != 0)
+
+
+def test_weights_reach_every_cross_entropy_of_a_mixture_but_not_the_kl() -> None:
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(4, 7, generator=g)
+    branches = torch.randn(4, 3, 7, generator=g)
+    labels = (torch.rand(4, 7, generator=g) > 0.5).float()
+    weights = (torch.rand(4, 7, generator=g) > 0.5).float()
+    terms = yt8m_loss(logits, labels, branch_logits=branches, distill_weight=5.0, weights=weights)
+    plain = yt8m_loss(logits, labels, branch_logits=branches, distill_weight=5.0)
+    assert torch.allclose(
+        terms["label_loss_mixture"], cross_entropy(logits, labels, weights=weights)
+    )
+    for m in range(3):
+        expected = cross_entropy(branches[:, m], labels, weights=weights)
+        assert torch.allclose(terms["label_loss_aux"][m], expected)
+    assert torch.equal(terms["regularization_loss_kl"], plain["regularization_loss_kl"])
+    assert not torch.allclose(terms["label_loss"], plain["label_loss"])

@@ -6,7 +6,9 @@
   mixture and branch logits at temperature T, 1e-8 inside both logs, no stop-gradient.
 - ``l2_penalty``: weight * sum(w²) / 2 over the classifier tensors.
 - ``yt8m_loss``: the training objective, Eq. (16) for mixtures: CE(mixture) + Σ CE(branch)
-  + λ · mean_batch Σ_m KL, plus the L2 penalty (λ = 9 plays the role of T²).
+  + λ · mean_batch Σ_m KL, plus the L2 penalty (λ = 9 plays the role of T²). With label
+  weights (segment fine-tuning) every cross-entropy is weighted; the KL term is not: it
+  matches whole distributions over the classes, rated or not.
 """
 
 from __future__ import annotations
@@ -20,11 +22,19 @@ from torch import Tensor
 LOG_EPSILON = 1e-8
 
 
-def cross_entropy(logits: Tensor, labels: Tensor, eps: float = LOG_EPSILON) -> Tensor:
-    """logits: (B, C); labels: (B, C) multi-hot -> scalar mean over B of the sum over C."""
+def cross_entropy(
+    logits: Tensor, labels: Tensor, eps: float = LOG_EPSILON, *, weights: Tensor | None = None
+) -> Tensor:
+    """logits: (B, C); labels: (B, C) multi-hot -> scalar mean over B of the sum over C.
+
+    ``weights`` (B, C): each term's weight (the 2019 segment task: 1 at the rated (segment,
+    class) pairs, 0 elsewhere, as Google's ``CrossEntropyLoss`` with ``label_weights``): the
+    weighted sum over C, still averaged over all B."""
     p = torch.sigmoid(logits)
     y = labels.to(p.dtype)
     ce = y * torch.log(p + eps) + (1.0 - y) * torch.log(1.0 - p + eps)  # (B, C)
+    if weights is not None:
+        ce = ce * weights.to(ce.dtype)
     return -ce.sum(dim=-1).mean()
 
 
@@ -54,20 +64,25 @@ def yt8m_loss(
     distill_weight: float = 9.0,
     l2_tensors: Iterable[Tensor] = (),
     l2_weight: float = 1e-5,
+    weights: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """The reference's training loss and its terms.
 
     logits: (B, C) model (or mixture) logits; labels: (B, C) multi-hot; branch_logits:
-    (B, M, C) for mixtures. Returns ``total`` and the terms named as in the reference:
+    (B, M, C) for mixtures; weights: (B, C) label weights of every cross-entropy (None: all
+    1). Returns ``total`` and the terms named as in the reference:
     ``label_loss`` (all cross-entropies), ``label_loss_mixture``, ``label_loss_aux`` (M,),
     ``regularization_loss_kl``, ``l2_regularization_sum``, ``reg_loss`` (KL + L2).
     """
-    label_loss = cross_entropy(logits, labels)
+    label_loss = cross_entropy(logits, labels, weights=weights)
     terms: dict[str, Tensor] = {"label_loss_mixture": label_loss}
     kl = torch.zeros((), dtype=logits.dtype, device=logits.device)
     if branch_logits is not None:
         aux = torch.stack(
-            [cross_entropy(branch_logits[:, m], labels) for m in range(branch_logits.shape[1])]
+            [
+                cross_entropy(branch_logits[:, m], labels, weights=weights)
+                for m in range(branch_logits.shape[1])
+            ]
         )
         terms["label_loss_aux"] = aux
         label_loss = label_loss + aux.sum()

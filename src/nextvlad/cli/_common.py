@@ -170,10 +170,7 @@ def refuse_segment_options(args: argparse.Namespace, *names: str) -> None:
 def rank_segments(args: argparse.Namespace, loaded: Loaded, *, max_per_class: int) -> Any:
     """The SegmentRanking of ``loaded``'s probabilities over the windows of ``args.data``
     (``--top-k``, ``--segment-classes``, ``--stride``, the loader options)."""
-    import torch
-
-    from nextvlad.training import iter_predictions
-    from nextvlad.training.segments import SegmentRanking
+    from nextvlad.training.segments import SegmentRanking, rank_windows
 
     config, model = loaded.config, f"the checkpoint {loaded.folder}"
     if config.input_level != "frame":
@@ -186,11 +183,7 @@ def rank_segments(args: argparse.Namespace, loaded: Loaded, *, max_per_class: in
     ranking = SegmentRanking(
         config.num_classes, top_k=args.top_k, max_per_class=max_per_class, classes=classes
     )
-    predictions = iter_predictions(
-        loaded.model, loaded.transform, loader, loaded.device, branch=args.branch
-    )
-    for batch, logits in predictions:
-        ranking.add(batch.ids, torch.sigmoid(logits))
+    rank_windows(loaded.model, loaded.transform, loader, loaded.device, ranking, branch=args.branch)
     if ranking.num_windows == 0:
         raise UsageError(
             f"no window in --data {' '.join(args.data)}: every video is shorter than one 5-frame "
@@ -207,12 +200,6 @@ def segment_classes(path: str | None, num_classes: int) -> Any:
     from nextvlad.data.errors import DataError
 
     try:
-        classes = load_segment_classes(path)
+        return load_segment_classes(path, num_classes)
     except DataError as err:
         raise UsageError(f"--segment-classes {err}") from None
-    if classes[-1] >= num_classes:
-        raise UsageError(
-            f"--segment-classes {path}: class {int(classes[-1])} is not one of the model's "
-            f"{num_classes} classes (0..{num_classes - 1})"
-        )
-    return classes

@@ -68,6 +68,7 @@ def _eval_segments(args: argparse.Namespace) -> int:
     records, as `score-segments` scores the submission `predict --segments` writes."""
     from nextvlad.cli.segments import print_segment_result, read_ratings
     from nextvlad.metrics import SegmentMAP
+    from nextvlad.training.segments import segment_map
 
     started = time.perf_counter()
     top_n = 100_000 if args.top_n is None else args.top_n
@@ -84,14 +85,11 @@ def _eval_segments(args: argparse.Namespace) -> int:
     # Entries past top-n are never scored: keeping top-n a class ranks as predict's
     # --max-per-class 100000 followed by score-segments --top-n N (N <= 100000).
     ranking = rank_segments(args, loaded, max_per_class=top_n or 2**62)
-    for class_id, segments in ranking.ranked():
-        metric.update(class_id, segments)
-    if metric.num_classes == 0:
+    result: dict[str, Any] = segment_map(ranking, metric)
+    if result["num_classes"] == 0:
         raise UsageError("--segments: no window got a class")
-    result: dict[str, Any] = metric.compute()
     result["num_videos"] = num_videos
     result["num_rated_videos"] = num_rated
-    result["num_windows"] = ranking.num_windows
     result["seconds"] = round(time.perf_counter() - started, 3)
     print_segment_result(result, top_n, as_json=args.json, what="of the ranking", windows=True)
     return 0

@@ -46,22 +46,14 @@ def read_ratings(
 ) -> tuple[int, int]:
     """Add the segment ratings of the records of ``patterns`` to ``metric`` (a SegmentMAP).
     Returns (videos read, videos with rated segments)."""
-    from nextvlad.data import ReadStats, detect_schema, read_videos, resolve_files
+    from nextvlad.data import detect_schema, resolve_files
+    from nextvlad.training.segments import read_ratings as read_file_ratings
 
     files = resolve_files(patterns)
     schema = detect_schema(files, skip_corrupt=skip_corrupt)
     if schema is None:  # the files' content, not the command line: exit 1
         raise ConfigError(f"no record in the data ({' '.join(patterns)}) shows a known schema")
-    num_videos = num_rated = 0
-    stats = ReadStats()
-    for video in read_videos(files, schema, skip_corrupt=skip_corrupt, stats=stats):
-        num_videos += 1
-        segments = video.segments
-        if segments is None or len(segments.labels) == 0:
-            continue
-        num_rated += 1
-        metric.add_video(video.id, segments.start_times, segments.labels, segments.scores)
-    return num_videos, num_rated
+    return read_file_ratings(files, schema, metric, skip_corrupt=skip_corrupt)
 
 
 def _score_segments(args: argparse.Namespace) -> int:

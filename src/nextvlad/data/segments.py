@@ -208,6 +208,10 @@ class SegmentDataset(IterableDataset[Video]):
     def num_classes(self) -> int:
         return self.videos.num_classes
 
+    @property
+    def files(self) -> list[str]:
+        return self.videos.files
+
     def set_epoch(self, epoch: int) -> None:
         self.videos.set_epoch(epoch)
 
@@ -255,14 +259,17 @@ class SegmentDataset(IterableDataset[Video]):
         )
 
 
-def load_segment_classes(path: str | os.PathLike[str]) -> np.ndarray:
+def load_segment_classes(
+    path: str | os.PathLike[str], num_classes: int | None = None
+) -> np.ndarray:
     """The class whitelist of the 2019 task: the ``Index`` column of Google's
     ``segment_label_ids.csv`` (a header line ``Index``, then one class a line; other columns,
     comma-separated, are allowed), sorted, as an int64 array.
 
     Raises:
         DataError: a missing file, no ``Index`` header, a value that is not a non-negative
-            integer, a class listed twice, or no class; the message names file and line.
+            integer, a class listed twice, no class, or (given ``num_classes``, the model's)
+            a class the model does not have; the message names file and line.
     """
     path = Path(path)
     try:
@@ -289,6 +296,12 @@ def load_segment_classes(path: str | os.PathLike[str]) -> np.ndarray:
         seen[value] = number
     if not seen:
         raise DataError(f"{path}: no classes after the header")
+    top = max(seen)
+    if num_classes is not None and top >= num_classes:
+        raise DataError(
+            f"{path}:{seen[top]}: class {top} is not one of the model's {num_classes} classes "
+            f"(0..{num_classes - 1})"
+        )
     return np.asarray(sorted(seen), np.int64)
 
 

@@ -165,6 +165,12 @@ class SegmentMAP:
         self._num_rated_entries += int(positive.size)
         return ap
 
+    def reset(self) -> None:
+        """Forget the submission scored so far and keep the ratings: the metric scores the
+        next one (evaluations during training read the ratings once)."""
+        self._aps = {}
+        self._num_entries = self._num_rated_entries = 0
+
     @property
     def num_classes(self) -> int:
         """Classes of the submission scored so far."""

@@ -2,7 +2,7 @@
 
 The packing of a batch's real frames (``nextvlad.nn.FramePacking``) is worked out here, on
 the host, from the frame counts the loader already made, and travels with the batch; the
-device never reports it back.
+device never reports it back. Label weights (rated segments of the 2019 task) travel too.
 
 Under ``--compile`` a batch's frames are padded to a multiple of :data:`FRAME_BUCKET` (at most
 ``max_frames``) and its packed rows to a multiple of B x :data:`ROW_BUCKET_FRAMES`, so that a
@@ -36,6 +36,7 @@ class DeviceBatch:
     packing: FramePacking | None  # frame-level batches: where the real frames are
     size: int  # B
     num_skipped: int = 0  # corrupt records skipped while reading it
+    weights: Tensor | None = None  # (B, C) label weights (rated segments), on the device
 
 
 def bucket_length(longest: int, max_frames: int) -> int:
@@ -56,10 +57,11 @@ def device_batch(
     on GPUs for the gather-based sums); copies are asynchronous from pinned memory."""
     pin = device.type == "cuda"
     labels = batch.labels.to(device, non_blocking=pin)
+    weights = None if batch.weights is None else batch.weights.to(device, non_blocking=pin)
     if batch.frames is None:
         assert batch.features is not None
         features = batch.features.to(device, non_blocking=pin)
-        return DeviceBatch(features, labels, None, len(batch), batch.num_skipped)
+        return DeviceBatch(features, labels, None, len(batch), batch.num_skipped, weights)
     assert batch.num_frames is not None
     frames, length = batch.frames, batch.frames.shape[1]
     target = pad_to or (bucket_length(length, bucket_max) if bucket_max else None)
@@ -79,6 +81,7 @@ def device_batch(
         packing.to(device, non_blocking=pin),
         len(batch),
         batch.num_skipped,
+        weights,
     )
 
 

@@ -1,6 +1,8 @@
 """What a run reads: its datasets, their input transform, and loaders that keep to themselves.
 
-The data are checked against the model with ``nextvlad.checkpoint.check_data_fits``.
+The data are checked against the model with ``nextvlad.checkpoint.check_data_fits``. With
+``--task segments`` the training set is the rated segments of segment-rated records and the
+evaluation the segment MAP of the windows of ``--eval-data`` (``SegmentEvaluation``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ from typing import Any
 import torch
 
 from nextvlad.checkpoint import check_data_fits
-from nextvlad.data import VideoDataset, detect_schema, resolve_files
+from nextvlad.data import (
+    SegmentDataset,
+    VideoDataset,
+    detect_schema,
+    load_segment_classes,
+    resolve_files,
+)
+from nextvlad.data.errors import DataError
 from nextvlad.data.schema import Schema
 from nextvlad.errors import ConfigError
 from nextvlad.models import (
@@ -23,45 +32,99 @@ from nextvlad.models import (
 )
 from nextvlad.training.distributed import Context
 from nextvlad.training.options import TrainOptions
+from nextvlad.training.segments import SegmentEvaluation
 from nextvlad.training.signals import worker_init
 
 log = logging.getLogger("nextvlad.train")
 
 
-def datasets(
-    options: TrainOptions, config: ModelConfig
-) -> tuple[VideoDataset, VideoDataset | None, Schema]:
-    files = resolve_files(options.train_data)
+TrainSet = VideoDataset | SegmentDataset
+EvalSet = VideoDataset | SegmentEvaluation
+
+
+def _schema(patterns: list[str], options: TrainOptions, what: str) -> tuple[list[str], Schema]:
+    files = resolve_files(patterns)
     schema = detect_schema(files, skip_corrupt=options.skip_corrupt)
     if schema is None:
-        raise ConfigError(f"no record in {options.train_data} shows a known schema")
+        raise ConfigError(f"no record in {' '.join(patterns)} shows a known schema")
+    if options.task == "segments" and not schema.frame_level:
+        raise ConfigError(
+            f"--task segments needs frame-level segment-rated records; {what} "
+            f"({' '.join(patterns)}) is video-level"
+        )
+    return files, schema
+
+
+def datasets(options: TrainOptions, config: ModelConfig) -> tuple[TrainSet, EvalSet | None, Schema]:
+    """The training set, the evaluation (None without ``--eval-data``) and the training
+    data's schema."""
+    files, schema = _schema(options.train_data, options, "--train-data")
     check_data_fits(config, schema, "the training data")
-    frame_config = config.branch if isinstance(config, MixtureConfig) else config
-    sample = frame_config.sample_frames if isinstance(frame_config, FrameModelConfig) else None
     common: dict[str, Any] = {
         "schema": schema,
         "num_classes": config.num_classes,
         "max_frames": options.max_frames,
         "skip_corrupt": options.skip_corrupt,
     }
-    train = VideoDataset(
-        files,
-        shuffle=True,
-        shuffle_buffer=options.shuffle_buffer,
-        seed=options.seed,
-        sample_frames=sample,
-        bucket_size=options.batch_size if options.bucket_by_length else None,
-        **common,
-    )
-    evaluation = None
+    if options.task == "segments":
+        classes = segment_classes(options, config.num_classes)
+        train: TrainSet = SegmentDataset(
+            files, shuffle=True, shuffle_buffer=options.shuffle_buffer, seed=options.seed,
+            classes=classes, **common,
+        )  # fmt: skip
+    else:
+        frame_config = config.branch if isinstance(config, MixtureConfig) else config
+        sample = frame_config.sample_frames if isinstance(frame_config, FrameModelConfig) else None
+        train = VideoDataset(
+            files,
+            shuffle=True,
+            shuffle_buffer=options.shuffle_buffer,
+            seed=options.seed,
+            sample_frames=sample,
+            bucket_size=options.batch_size if options.bucket_by_length else None,
+            **common,
+        )
+    evaluation: EvalSet | None = None
     if options.eval_data:
-        eval_files = resolve_files(options.eval_data)
-        eval_schema = detect_schema(eval_files, skip_corrupt=options.skip_corrupt)
-        if eval_schema is None:
-            raise ConfigError(f"no record in {options.eval_data} shows a known schema")
+        eval_files, eval_schema = _schema(options.eval_data, options, "--eval-data")
         check_data_fits(config, eval_schema, "the evaluation data")
-        evaluation = VideoDataset(eval_files, **{**common, "schema": eval_schema})
+        if options.task == "segments":
+            evaluation = segment_evaluation(options, config, eval_files, eval_schema)
+        else:
+            evaluation = VideoDataset(eval_files, **{**common, "schema": eval_schema})
     return train, evaluation, schema
+
+
+def segment_classes(options: TrainOptions, num_classes: int) -> Any:
+    """The whitelist of ``--segment-classes`` (None without it), within the model's classes."""
+    if options.segment_classes is None:
+        return None
+    try:
+        return load_segment_classes(options.segment_classes, num_classes)
+    except DataError as err:
+        raise ConfigError(f"--segment-classes {err}") from None
+
+
+def segment_evaluation(
+    options: TrainOptions, config: ModelConfig, files: list[str], schema: Schema
+) -> SegmentEvaluation:
+    """The segment MAP evaluation of ``--eval-data`` (its ratings read now: an error if it has
+    none)."""
+    evaluation = SegmentEvaluation(
+        files,
+        schema,
+        num_classes=config.num_classes,
+        max_frames=options.max_frames,
+        skip_corrupt=options.skip_corrupt,
+        classes=segment_classes(options, config.num_classes),
+    )
+    if evaluation.metric.num_rated_pairs == 0:
+        raise ConfigError(
+            f"--task segments: no rated segment in the {evaluation.num_videos} videos of "
+            f"--eval-data {' '.join(options.eval_data)}; the segment evaluation needs "
+            "segment-rated records (segment_start_times, segment_labels, segment_scores)"
+        )
+    return evaluation
 
 
 def input_transform(

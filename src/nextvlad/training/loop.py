@@ -51,6 +51,7 @@ from nextvlad.training.options import TrainOptions, resume_command
 from nextvlad.training.report import Reporter, data_error_message
 from nextvlad.training.resume import start_run
 from nextvlad.training.run_folder import TrainingError, checkpoint_dir, last_good
+from nextvlad.training.segments import SegmentEvaluation
 from nextvlad.training.signals import StopSignal
 from nextvlad.training.state import TrainerState, TrainingParts, save_training_checkpoint
 from nextvlad.training.step import build_step
@@ -161,6 +162,8 @@ class _Run:
                 ended = self._epoch()
                 if ended in ("signal", "done"):
                     break
+                if self.trainer.batches_in_epoch == 0:
+                    raise TrainingError(self._no_examples())
                 self.report.epoch_ended(self.trainer.batches_in_epoch)
                 self.trainer.epoch += 1
                 self.trainer.batches_in_epoch = 0
@@ -202,6 +205,16 @@ class _Run:
                 return "signal"
             if self._reached_max_steps():
                 return "done"
+
+    def _no_examples(self) -> str:
+        data = " ".join(self.options.train_data)
+        if self.options.task == "segments":
+            return (
+                f"--task segments: no rated segment in --train-data {data} (segment-rated "
+                "records have segment_start_times, segment_labels and segment_scores, as "
+                "YouTube-8M's 3/frame/validate; `nextvlad inspect` counts them)"
+            )
+        return f"an epoch of no example: --train-data {data} holds no video to train on"
 
     def _next_batch(self) -> Batch | None:
         """The next batch, None at the end of the epoch; data errors say where training is."""
@@ -317,15 +330,19 @@ class _Run:
         self._settle()
         if not self.options.sync_batchnorm:
             average_batch_norm_statistics(self.model, self.ctx)
-        result = evaluate_all_ranks(
-            self.model,
-            self.transform,
-            self.eval_set,
-            self.options,
-            self.ctx,
-            self.config,
-            loader_options(self.options, 1),
-        )
+        options = self.options
+        if isinstance(self.eval_set, SegmentEvaluation):
+            result = self.eval_set(
+                self.model, self.transform, self.ctx,
+                batch_size=options.batch_size, num_workers=min(options.num_workers, 2),
+                max_batches=options.eval_max_batches, precision=options.precision,
+                **loader_options(options, 1),
+            )  # fmt: skip
+        else:
+            result = evaluate_all_ranks(
+                self.model, self.transform, self.eval_set, options, self.ctx, self.config,
+                loader_options(options, 1),
+            )  # fmt: skip
         if result is not None and self.ctx.is_main:
             assert self.report is not None
             self.last_eval = result

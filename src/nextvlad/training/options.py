@@ -22,6 +22,7 @@ from nextvlad import _args
 from nextvlad.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16")
+TASKS = ("video", "segments")
 
 
 def option(
@@ -91,6 +92,24 @@ class TrainOptions:
         "its model must be the one --preset and --set describe",
         flag="--init-from",
         metavar="CHECKPOINT",
+    )
+    task: str = option(
+        "video",
+        help="video: learn the videos' labels (default); segments: the 2019 segment task, "
+        "learn the rated 5-frame segments of segment-rated records, only the rated (segment, "
+        "class) pairs counting in the loss, and evaluate segment MAP@100K on --eval-data; "
+        "usually with --init-from a model trained on video labels (docs/segments.md)",
+        flag="--task",
+        choices=TASKS,
+        data_order=True,
+    )
+    segment_classes: str | None = option(
+        None,
+        help="with --task segments: the class whitelist (the Index column of Google's "
+        "segment_label_ids.csv): only these classes' ratings are learnt and ranked in the "
+        "evaluation",
+        flag="--segment-classes",
+        metavar="FILE",
     )
     # Length of training
     epochs: int | None = option(
@@ -277,6 +296,10 @@ class TrainOptions:
             raise ConfigError("give --epochs or --max-steps")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.task not in TASKS:
+            raise ConfigError(f"--task must be one of {TASKS}, got {self.task!r}")
+        if self.segment_classes is not None and self.task != "segments":
+            raise ConfigError("--segment-classes applies with --task segments only")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -7,7 +7,8 @@ run where its checkpoint went. While the progress bar shows they pass above it, 
 onto it (``nextvlad.training.progress``). TensorBoard (``RUN/tensorboard``): ``train/loss``,
 ``train/gap`` (of the batch), ``train/learning_rate``, ``train/examples_per_second`` every
 ``--log-every`` steps; ``eval/gap``, ``eval/map``, ``eval/hit_at_one``, ``eval/perr``,
-``eval/loss`` at each evaluation; ``data/skipped_records`` and ``train/nonfinite_batches``
+``eval/loss`` at each evaluation (``eval/segment_map`` with ``--task segments``);
+``data/skipped_records`` and ``train/nonfinite_batches``
 when they change and at the end.
 """
 
@@ -31,7 +32,7 @@ from nextvlad.training.state import TrainerState
 
 log = logging.getLogger("nextvlad.train")
 
-EVAL_SCALARS = ("gap", "map", "hit_at_one", "perr", "loss")
+EVAL_SCALARS = ("gap", "map", "hit_at_one", "perr", "loss", "segment_map")
 
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:
@@ -150,9 +151,10 @@ class Reporter:
     def evaluation(self, step: int, result: dict[str, float]) -> None:
         if self.events is not None:
             for key in EVAL_SCALARS:
-                self.events.scalar(f"eval/{key}", result[key], step)
+                if key in result:
+                    self.events.scalar(f"eval/{key}", result[key], step)
             self.events.flush()
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k != "num_videos")
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if not k.startswith("num_"))
             log.info("step %d eval: %s", step, shown)
 
     def final_counts(self, trainer: TrainerState) -> None:

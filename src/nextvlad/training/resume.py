@@ -9,7 +9,9 @@ without ``--resume``; a checkpoint of another model is refused with what differs
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -17,6 +19,7 @@ from torch import nn
 
 from nextvlad.checkpoint import (
     WEIGHTS,
+    atomic_write_bytes,
     latest_checkpoint,
     list_checkpoints,
     load_state,
@@ -28,6 +31,7 @@ from nextvlad.training.config_diff import check_checkpoint_fits
 from nextvlad.training.distributed import Context, all_ranks_have
 from nextvlad.training.options import TrainOptions
 from nextvlad.training.run_folder import (
+    INIT_FROM,
     RUN_OPTIONS,
     TrainingError,
     check_run_folder,
@@ -84,6 +88,22 @@ def start_run(
         load_state(model, folder / WEIGHTS)
         if ctx.is_main:
             log.info("starting from the weights of %s", folder)
+            record_init_from(run, options.init_from, folder)
     if ctx.is_main:
         options.save(run / RUN_OPTIONS)
     return trainer, checkpoint
+
+
+def record_init_from(run: Path, given: str, folder: Path) -> None:
+    """``RUN/init-from.json``: the ``--init-from`` given, the model folder it named (absolute)
+    and the size and modification time of its weights, to tell later which weights a
+    fine-tuned run started from."""
+    weights = folder / WEIGHTS
+    stat = weights.stat()
+    record = {
+        "init_from": given,
+        "model_folder": str(folder.resolve()),
+        "weights_bytes": stat.st_size,
+        "weights_mtime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stat.st_mtime)),
+    }
+    atomic_write_bytes(run / INIT_FROM, (json.dumps(record, indent=2) + "\n").encode())

@@ -22,6 +22,7 @@ from nextvlad.training.options import TrainOptions, data_order_changes
 
 log = logging.getLogger("nextvlad.train")
 RUN_OPTIONS = "run.json"
+INIT_FROM = "init-from.json"  # where --init-from's weights came from
 TENSORBOARD = "tensorboard"
 _PARTIAL = re.compile(r"^\.(step-\d{8}\.(tmp|trash)|latest\..*\.tmp)$")
 

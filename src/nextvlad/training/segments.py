@@ -1,5 +1,7 @@
 """Segment predictions of the 2019 task: each window's top-k classes, the best windows of
-each class, and the Kaggle 2019 submission (``Class,Segments``).
+each class, the Kaggle 2019 submission (``Class,Segments``), and their MAP against the ratings
+(``read_ratings``, ``SegmentEvaluation``: `eval --segments` and the evaluations of
+`train --task segments`).
 
 As Google's starter ``inference.py --segment_labels`` does, every window contributes its
 top-k classes (among the whitelist, when there is one) with their probabilities; each class
@@ -22,16 +24,30 @@ Usage::
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
-from typing import TextIO
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TextIO
 
 import numpy as np
 import torch
-from torch import Tensor
+import torch.distributed as dist
+from torch import Tensor, nn
 
+from nextvlad.data import Batch, ReadStats, SegmentDataset, read_videos
+from nextvlad.data.schema import Schema
+from nextvlad.metrics import SegmentMAP
 from nextvlad.metrics.submission import HEADER
+from nextvlad.models import InputTransform
+from nextvlad.training.distributed import Context
+from nextvlad.training.evaluate import iter_predictions
 
-__all__ = ["SegmentRanking", "write_segment_submission"]
+__all__ = [
+    "SegmentEvaluation",
+    "SegmentRanking",
+    "rank_windows",
+    "read_ratings",
+    "segment_map",
+    "write_segment_submission",
+]
 
 _MIN_PRUNE = 1 << 20  # triples held before the first cut
 
@@ -139,3 +155,119 @@ def write_segment_submission(out: TextIO, ranked: Iterator[tuple[int, list[str]]
         out.write(f"{class_id},{' '.join(segments)}\n")
         count += 1
     return count
+
+
+def read_ratings(
+    files: Sequence[str], schema: Schema, metric: SegmentMAP, *, skip_corrupt: bool = False
+) -> tuple[int, int]:
+    """Add the segment ratings of the records of ``files`` to ``metric``. Returns (videos
+    read, videos with rated segments)."""
+    num_videos = num_rated = 0
+    for video in read_videos(files, schema, skip_corrupt=skip_corrupt, stats=ReadStats()):
+        num_videos += 1
+        segments = video.segments
+        if segments is None or len(segments.labels) == 0:
+            continue
+        num_rated += 1
+        metric.add_video(video.id, segments.start_times, segments.labels, segments.scores)
+    return num_videos, num_rated
+
+
+def rank_windows(
+    model: nn.Module,
+    transform: InputTransform,
+    batches: Iterable[Batch],
+    device: torch.device,
+    ranking: SegmentRanking,
+    **predict: Any,
+) -> SegmentRanking:
+    """Add the probabilities of ``model`` over the windows of ``batches`` to ``ranking``;
+    ``predict``: ``iter_predictions``'s options (``branch``, ``max_batches``, ``precision``)."""
+    for batch, logits in iter_predictions(model, transform, batches, device, **predict):
+        ranking.add(batch.ids, torch.sigmoid(logits))
+    return ranking
+
+
+def segment_map(ranking: SegmentRanking, metric: SegmentMAP) -> dict[str, Any]:
+    """MAP of ``ranking`` against ``metric``'s ratings (``metric`` is reset first), with its
+    counts and ``num_windows``; a ranking of no class scores MAP 0."""
+    metric.reset()
+    for class_id, segments in ranking.ranked():
+        metric.update(class_id, segments)
+    if metric.num_classes == 0:
+        result: dict[str, Any] = {"map": 0.0, "num_classes": 0}
+    else:
+        result = metric.compute()
+    result["num_windows"] = ranking.num_windows
+    return result
+
+
+class SegmentEvaluation:
+    """The evaluations of `train --task segments`: MAP@``top_n`` of the windows of
+    ``files`` against their ratings, as `eval --segments` computes it (each window's top
+    ``top_k`` classes among ``classes``). The ratings are read once; rank 0 ranks every
+    window while the other processes wait."""
+
+    def __init__(
+        self,
+        files: Sequence[str],
+        schema: Schema,
+        *,
+        num_classes: int,
+        max_frames: int,
+        skip_corrupt: bool = False,
+        classes: np.ndarray | None = None,
+        top_k: int = 20,
+        top_n: int = 100_000,
+    ) -> None:
+        self.files, self.num_classes, self.classes = list(files), num_classes, classes
+        self.top_k, self.top_n = top_k, top_n
+        self.windows = SegmentDataset(
+            self.files,
+            windows=True,
+            schema=schema,
+            num_classes=num_classes,
+            max_frames=max_frames,
+            skip_corrupt=skip_corrupt,
+            rank=0,
+            world_size=1,
+        )
+        self.metric = SegmentMAP(top_n=top_n)
+        self.num_videos, self.num_rated_videos = read_ratings(
+            self.files, schema, self.metric, skip_corrupt=skip_corrupt
+        )
+
+    def __call__(
+        self,
+        model: nn.Module,
+        transform: InputTransform,
+        ctx: Context,
+        *,
+        batch_size: int,
+        num_workers: int,
+        max_batches: int | None = None,
+        precision: str = "fp32",
+        **loader_args: Any,
+    ) -> dict[str, float] | None:
+        """Rank 0: ``segment_map`` of the model's ranking as floats (``segment_map`` and the
+        counts); the other ranks None."""
+        result = None
+        if ctx.is_main:
+            ranking = SegmentRanking(
+                self.num_classes, top_k=self.top_k, max_per_class=self.top_n, classes=self.classes
+            )
+            loader = self.windows.loader(batch_size, num_workers=num_workers, **loader_args)
+            rank_windows(
+                model, transform, loader, ctx.device, ranking,
+                max_batches=max_batches, precision=precision,
+            )  # fmt: skip
+            scored = segment_map(ranking, self.metric)
+            result = {
+                "segment_map": float(scored["map"]),
+                "num_classes": float(scored["num_classes"]),
+                "num_windows": float(scored["num_windows"]),
+                "num_rated_pairs": float(self.metric.num_rated_pairs),
+            }
+        if ctx.distributed:
+            dist.barrier(group=ctx.host_group)
+        return result

@@ -165,9 +165,14 @@ class TrainStep:
     # The device's part.
 
     def forward_loss(
-        self, inputs: Tensor, packing: FramePacking | None, labels: Tensor
+        self,
+        inputs: Tensor,
+        packing: FramePacking | None,
+        labels: Tensor,
+        weights: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Transform, forward and the reference's loss -> (total loss, logits (B, C))."""
+        """Transform, forward and the reference's loss -> (total loss, logits (B, C)).
+        ``weights`` (B, C): label weights (segment fine-tuning: only rated pairs count)."""
         autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if self.recipe.precision == "bf16":
             autocast = torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -183,6 +188,7 @@ class TrainStep:
             distill_weight=self.recipe.distill_weight,
             l2_tensors=self.regularized,
             l2_weight=self.recipe.l2_penalty,
+            weights=weights,
         )
         return terms["total"], out.logits.detach()
 
@@ -193,7 +199,7 @@ class TrainStep:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         saved = [b.clone() for b in self.batch_norm_buffers] if self.recipe.skip_nonfinite else []
-        loss, logits = self._forward_loss(batch.inputs, batch.packing, batch.labels)
+        loss, logits = self._forward_loss(batch.inputs, batch.packing, batch.labels, batch.weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         finite = self._clip_and_check(loss)

@@ -2,6 +2,8 @@
 
     python benchmarks/reproduce                       # full run: 25-50 min on a 2-core CPU
     python benchmarks/reproduce --quick --out-dir /tmp/repro   # smoke run (CI), ~2-3 min
+    python benchmarks/reproduce --part segments       # the 2019 segment task: ~15-20 min
+    python benchmarks/reproduce --part segments --quick --out-dir /tmp/repro   # ~1-2 min
 
 The full YouTube-8M frame-level set (1.5 TB) is not available here, so the comparisons run on
 the synthetic frame-level set (``nextvlad.data.synth``, shortened 3x so that five epochs of every
@@ -36,4 +38,15 @@ The modules, in the order a run goes through them:
 - ``report`` with ``results.md.tmpl``: the Markdown (tables in Python, prose in the template);
 - ``plots``: the Fig. 6 PNG;
 - ``cli``: the options and ``main``; ``--render-only`` redoes the last three from results.json.
+
+``--part segments`` is a run of its own, with its own JSON (``OUT/segments.json``) and its own
+section of results.md, between the comments ``<!-- segments:begin -->`` and
+``<!-- segments:end -->``: it rewrites only that section, and the main run keeps it. It trains a
+scaled NeXtVLAD and the 3-branch mixture on the video labels of a synthetic segment-rated set,
+fine-tunes each on the rated segments (``nextvlad train --task segments --init-from``) and scores
+all four with ``nextvlad eval --segments`` (MAP@100K), every step a ``nextvlad`` subprocess:
+
+- ``segments``: its arms, sizes, commands, runs and summary;
+- ``segments_report`` with the ``segments`` block of ``results.md.tmpl``: its section, and the
+  markers that put it into the page.
 """

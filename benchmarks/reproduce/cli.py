@@ -9,7 +9,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,9 @@ from .runner import (
     source_version,
     write_data,
 )
+from .segments import SEGMENTS_FULL, SEGMENTS_QUICK, plan_record, run_part
+from .segments import summarize as summarize_segments
+from .segments_report import carry_section, insert_section, render_section
 from .summary import closing_note, findings, parameter_table, summarize
 
 COMMAND = "python benchmarks/reproduce"  # how it is started, as results.md records it
@@ -37,6 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
         "the synthetic set and real video-level data; write results.md and the Fig. 6 PNG.",
     )
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (CI), ~2-3 min")
+    parser.add_argument(
+        "--part",
+        choices=("main", "segments"),
+        default="main",
+        help="main (default): the paper's comparisons, results.json and the whole results.md; "
+        "segments: the 2019 segment task (video-trained against fine-tuned on segment labels), "
+        "segments.json and only the section between results.md's segment markers "
+        "(full: ~15-20 min, --quick: ~2 min on 2 cores)",
+    )
     parser.add_argument(
         "--out-dir",
         default=str(REPO / "runs" / "reproduce"),
@@ -61,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--render-only",
         action="store_true",
-        help="rewrite results.md and the PNG from OUT/results.json without training",
+        help="rewrite results.md and the PNG from OUT/results.json (--part segments: its "
+        "section from OUT/segments.json) without training",
     )
     return parser
 
@@ -76,7 +89,9 @@ def write_outputs(summary: dict[str, Any], docs: Path, say: Callable[[str], None
     else:
         say("matplotlib is not installed: no PNG (pip install 'nextvlad[plots]')")
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / "results.md").write_text(render_markdown(summary))
+    page = docs / "results.md"
+    old = page.read_text() if page.is_file() else None  # its segment section is kept
+    page.write_text(carry_section(old, render_markdown(summary)))
     say(f"wrote {docs / 'results.md'}")
     for sentence, verdict in summary["findings"]:
         say(f"{sentence}: {verdict}")
@@ -84,6 +99,8 @@ def write_outputs(summary: dict[str, Any], docs: Path, say: Callable[[str], None
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.part == "segments":
+        return segments_main(args, argv)
     started = time.perf_counter()
     plan = QUICK if args.quick else FULL
     if args.seeds is not None:
@@ -132,6 +149,64 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+def segments_main(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """``--part segments``: OUT/segments.json and the segment section of results.md."""
+    started = time.perf_counter()
+    plan = SEGMENTS_QUICK if args.quick else SEGMENTS_FULL
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise SystemExit("--seeds must be at least 1")
+        plan = replace(plan, seeds=args.seeds)
+    if args.jobs < 1:
+        raise SystemExit("--jobs must be at least 1")
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    out = Path(args.out_dir).resolve()
+    docs = Path(args.docs_dir) if args.docs_dir else (out if args.quick else REPO / "docs")
+    say = _progress(started)
+    if args.render_only:
+        write_section(_read_summary(out / "segments.json"), docs, say)
+        return 0
+    load_at_start = load_average()
+    source = source_version()
+    out.mkdir(parents=True, exist_ok=True)
+    results = run_part(plan, out, args.jobs, threads, say)
+    summary: dict[str, Any] = {
+        "command": _command(argv),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": {**machine(), "load_average_at_start": load_at_start},
+        "source": source,
+        "jobs": args.jobs,
+        "threads": threads,
+        "plan": plan_record(plan),
+        **summarize_segments(results),
+        "runs": results,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    (out / "segments.json").write_text(json.dumps(summary, indent=1))
+    say(f"wrote {out / 'segments.json'}")
+    write_section(summary, docs, say)
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def write_section(summary: dict[str, Any], docs: Path, say: Callable[[str], None]) -> None:
+    """The segment section into ``docs``/results.md, the rest of the page as it was."""
+    docs.mkdir(parents=True, exist_ok=True)
+    page = docs / "results.md"
+    section = render_section(summary)
+    page.write_text(insert_section(page.read_text(), section) if page.is_file() else section + "\n")
+    say(f"wrote the segment section of {page}")
+    for d in summary["differences"]:
+        say(f"MAP@100K {d['arm']} - {d['baseline']}: {d['mean']:+.4f} (std {d['std']:.4f})")
+
+
+def _command(argv: list[str] | None) -> str:
+    """The command line as results.md records it."""
+    args = argv if argv is not None else sys.argv[1:]
+    return f"{COMMAND} {' '.join(shlex.quote(a) for a in args)}".strip()
 
 
 def _progress(started: float) -> Callable[[str], None]:

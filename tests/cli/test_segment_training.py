@@ -5,6 +5,7 @@ distillation loss), `predict --segments`, `score-segments`, and what fine-tuning
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,18 @@ def test_refusals(data: dict[str, str], tmp_path: Path) -> None:
     code, _, err = run_cli(["train", *SINGLE, "--segment-classes", "x.csv", "--out",
                             str(tmp_path / "v"), "--train-data", data["train"], *base])  # fmt: skip
     assert code != 0 and "--segment-classes applies with --task segments only" in err
+
+
+def test_init_from_may_change_what_shapes_no_weight(
+    data: dict[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fine-tuning with another dropout (the 2019 recipe's 0.75) loads the same weights."""
+    video = _pretrain(data, SINGLE, "video-single")
+    run = tmp_path / "fine"
+    with caplog.at_level(logging.INFO, logger="nextvlad.train"):
+        code, _, err = run_cli(["train", *SINGLE, "--set", "dropout=0.75", "--task", "segments",
+                                "--init-from", str(video), "--out", str(run), "--train-data",
+                                data["train"], "--max-steps", "1", *QUIET])  # fmt: skip
+    assert code == 0, err
+    assert "--init-from: changed from the checkpoint: dropout" in caplog.text
+    assert json.loads((run / "run.json").read_text())["model_overrides"]["dropout"] == 0.75

@@ -20,6 +20,9 @@ RESUME_HINT = (
     "another --out"
 )
 _SHOWN = 6  # differing fields named in a message
+# Fields that shape no weight: --init-from may change them (fine-tuning with another dropout,
+# or another distillation temperature and weight).
+NO_WEIGHTS = frozenset({"dropout", "temperature", "distill_weight"})
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -46,17 +49,26 @@ def differences(a: ModelConfig, b: ModelConfig) -> list[str]:
 
 
 def check_checkpoint_fits(
-    checkpoint: Path, config: ModelConfig, preset: str, *, hint: str = RESUME_HINT
-) -> None:
+    checkpoint: Path,
+    config: ModelConfig,
+    preset: str,
+    *,
+    hint: str = RESUME_HINT,
+    weights_only: bool = False,
+) -> list[str]:
     """Refuse to resume (or start) from a checkpoint of another model, saying what differs.
+    ``weights_only`` (``--init-from``): fields that shape no weight (:data:`NO_WEIGHTS`, e.g.
+    ``dropout``) may differ. Returns the fields that differ and were allowed to.
 
     Raises:
         CheckpointError: the checkpoint's configuration is not ``config``.
     """
     saved, document = read_config(checkpoint)
     if saved == config:
-        return
+        return []
     keys = differences(saved, config)
+    if weights_only and all(k.rsplit(".", 1)[-1] in NO_WEIGHTS for k in keys):
+        return keys
 
     def show(values: dict[str, Any]) -> str:
         shown = ", ".join(f"{k} {values.get(k, '-')}" for k in keys[:_SHOWN])

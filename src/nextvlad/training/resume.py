@@ -84,10 +84,14 @@ def start_run(
         raise TrainingError(f"{run} already holds checkpoints: pass --resume, or another --out")
     elif options.init_from:
         folder = resolve_model_dir(options.init_from)
-        check_checkpoint_fits(folder, config, options.preset, hint=INIT_HINT)
+        changed = check_checkpoint_fits(
+            folder, config, options.preset, hint=INIT_HINT, weights_only=True
+        )
         load_state(model, folder / WEIGHTS)
         if ctx.is_main:
             log.info("starting from the weights of %s", folder)
+            if changed:
+                log.info("--init-from: changed from the checkpoint: %s", ", ".join(changed))
             record_init_from(run, options.init_from, folder)
     if ctx.is_main:
         options.save(run / RUN_OPTIONS)

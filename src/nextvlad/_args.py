@@ -152,3 +152,10 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """argparse ``type=`` for a non-negative integer option."""
     return NON_NEGATIVE_INT(text)
+
+
+CACHE_DIR_HELP = (
+    "remote data (gs://, s3://, https://): keep a copy of each shard read whole in this folder "
+    "and read it from there afterwards (checked by size and CRC; several workers and ranks "
+    "may share the folder); local files are never copied"
+)

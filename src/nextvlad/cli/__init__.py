@@ -8,9 +8,11 @@ Every subcommand module defines ``register(subparsers)``, which adds its parsers
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from nextvlad.errors import NextVLADError, UsageError, error_message
 
@@ -54,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = f"nextvlad {args.command}"
     try:
-        return int(args.func(args) or 0)
+        with _cache_dir(getattr(args, "cache_dir", None)):
+            return int(args.func(args) or 0)
     except UsageError as err:
         parser.exit(2, f"{command}: error: {error_message(err)}\n")
     except NextVLADError as err:
@@ -72,3 +75,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C while training stops, or Ctrl-C elsewhere
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _cache_dir(folder: str | None) -> Iterator[None]:
+    """``--cache-dir`` for the command (and the workers it starts), then as it was."""
+    if not folder:
+        yield
+        return
+    from nextvlad.data.remote import configure
+
+    before = os.environ.get("NEXTVLAD_CACHE_DIR")
+    configure(cache_dir=folder)
+    try:
+        yield
+    finally:
+        configure(cache_dir=before)

@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from nextvlad._args import DEVICE, non_negative_int, positive_int
+from nextvlad._args import CACHE_DIR_HELP, DEVICE, non_negative_int, positive_int
 from nextvlad.errors import UsageError
 
 __all__ = [
     "Loaded",
+    "add_cache_argument",
     "add_inference_arguments",
     "add_segment_arguments",
     "evaluation_loader",
@@ -41,6 +42,7 @@ def add_inference_arguments(p: argparse.ArgumentParser, *, checkpoint_help: str)
         "--num-workers", type=non_negative_int, default=2, help="data loader processes (2)"
     )
     p.add_argument("--skip-corrupt", action="store_true", help="skip and count corrupt records")
+    add_cache_argument(p)
     p.add_argument("--device", type=DEVICE, default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument(
         "--quantize",
@@ -49,6 +51,11 @@ def add_inference_arguments(p: argparse.ArgumentParser, *, checkpoint_help: str)
         help="int8: the linear layers in int8 (dynamic quantisation, on the CPU): about "
         "twice as fast, GAP within 0.001 of float32 where measured (docs/performance.md)",
     )
+
+
+def add_cache_argument(p: argparse.ArgumentParser) -> None:
+    """``--cache-dir``: where remote shards are cached (`nextvlad.cli.main` applies it)."""
+    p.add_argument("--cache-dir", metavar="DIR", help=CACHE_DIR_HELP)
 
 
 def exported_format(path: str | Path) -> str | None:

@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+from nextvlad.cli._common import add_cache_argument
 from nextvlad.errors import UsageError
 
 SEGMENT_RATINGS = 5  # ratings a synthetic video with --segment-rated (about the 2019 set's)
@@ -76,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     inspect.add_argument("files", nargs="+", metavar="GLOB", help="files or globs (quote globs)")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    add_cache_argument(inspect)
     inspect.add_argument(
         "--skip-corrupt",
         action="store_true",

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from nextvlad._args import non_negative_int
+from nextvlad.cli._common import add_cache_argument
 from nextvlad.errors import ConfigError, UsageError
 
 
@@ -38,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--skip-corrupt", action="store_true", help="skip and count corrupt records")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_cache_argument(p)
     p.set_defaults(func=_score_segments)
 
 

@@ -6,6 +6,8 @@ Layout:
 * :mod:`~nextvlad.data.example` - generic ``tf.train.Example`` / ``SequenceExample`` codec.
 * :mod:`~nextvlad.data.schema` - YouTube-8M schemas, :class:`Video`, ``decode_video``.
 * :mod:`~nextvlad.data.reader` - file globs, sharded reading, corrupt-record skipping.
+* :mod:`~nextvlad.data.remote` - ``gs://``, ``s3://``, ``https://`` shards through fsspec:
+  streamed in blocks read ahead, retried; :mod:`~nextvlad.data.remote_cache` their cache.
 * :mod:`~nextvlad.data.dataset` / :mod:`~nextvlad.data.batch` - the torch ``IterableDataset``
   and batches (uint8 frames padded to the longest video).
 * :mod:`~nextvlad.data.segments` - rated segments and inference windows of the 2019 segment

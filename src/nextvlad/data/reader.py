@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nextvlad.data.errors import CorruptRecordError, NoDataFilesError, RecordError
+from nextvlad.data.remote import expand_remote, is_remote, local_path
 from nextvlad.data.schema import FRAME_LEVEL, Schema, Video, decode_video
 from nextvlad.data.tfrecord import iter_records
 
@@ -25,7 +26,9 @@ PathsLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 def resolve_files(files: PathsLike) -> list[str]:
     """Expands globs (sorted) and checks that every named file exists.
 
-    ``files`` is one path or glob, or a list of them. Repeated files are kept once.
+    ``files`` is one path, glob or URL (``gs://``, ``s3://``, ``https://``, ``file://``; see
+    ``nextvlad.data.remote``), or a list of them. Repeated files are kept once. ``file://``
+    URLs become plain paths; remote URLs stay URLs.
 
     Raises:
         NoDataFilesError: a glob that matches nothing, a path that does not exist or is a
@@ -37,6 +40,10 @@ def resolve_files(files: PathsLike) -> list[str]:
     out: list[str] = []
     for item in items:
         name = os.fspath(item)
+        if is_remote(name):
+            out.extend(expand_remote(name))
+            continue
+        name = local_path(name)
         if _GLOB_CHARS & set(name):
             matches = sorted(p for p in glob.glob(name) if os.path.isfile(p))
             if not matches:

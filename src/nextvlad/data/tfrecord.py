@@ -19,12 +19,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import crc32c as _crc32c
 import numpy as np
 
 from nextvlad.data._pool import BufferPool
 from nextvlad.data.errors import CorruptRecordError, NoDataFilesError
+from nextvlad.data.remote import RemoteReadError, RemoteShard, is_remote, local_path
+from nextvlad.data.remote_cache import CachedCopy, open_remote, read_remote_instead
 
 __all__ = [
     "HEADER_SIZE",
@@ -130,15 +133,16 @@ def iter_records(
             costs about 4 us a page, as much as reading it).
     """
     name = os.fspath(path)
-    f = _open(name)
+    f, size = _open(name)
+    offset = index = 0
     try:
-        size = os.fstat(f.fileno()).st_size
-        offset = 0
-        index = 0
         while offset < size:
             wanted = want is None or want(index)
             where = _Where(name, index, offset)
             framed = _read_header(f, where, size)
+            if isinstance(framed, CorruptRecordError) and isinstance(f, CachedCopy):
+                f = read_remote_instead(f, offset, framed.reason)
+                continue  # the same record again, from the object
             if isinstance(framed, CorruptRecordError):
                 if wanted:
                     yield framed
@@ -147,25 +151,36 @@ def iter_records(
             if not wanted:
                 f.seek(end)
                 yield RawRecord(index, offset, None)
-            else:
-                item = _read_data(f, where, length, verify=verify, recycle=recycle)
-                yield item
-                if isinstance(item, CorruptRecordError) and item.ends_file:
-                    return
+                offset, index = end, index + 1
+                continue
+            item = _read_data(f, where, length, verify=verify, recycle=recycle)
+            if isinstance(item, CorruptRecordError) and isinstance(f, CachedCopy):
+                f = read_remote_instead(f, offset, item.reason)
+                continue
+            yield item
+            if isinstance(item, CorruptRecordError) and item.ends_file:
+                return
             offset = end
             index += 1
+    except RemoteReadError as err:
+        raise RemoteReadError(f"{err} (while reading record {index} at offset {offset})") from None
     finally:
         f.close()
 
 
-def _open(name: str) -> io.FileIO:
-    """The file, unbuffered (records are read whole, into buffers of our own)."""
+def _open(name: str) -> tuple[Any, int]:
+    """(the file, its size): a local file unbuffered (records are read whole, into buffers of
+    our own), a remote one streamed (``nextvlad.data.remote``)."""
+    if is_remote(name):
+        f = open_remote(name)
+        return f, f.size if isinstance(f, RemoteShard) else os.fstat(f.fileno()).st_size
     try:
-        return open(name, "rb", buffering=0)  # the caller closes it
+        f = open(local_path(name), "rb", buffering=0)  # noqa: SIM115 - the caller closes it
     except FileNotFoundError:
         raise NoDataFilesError(f"no such file: {name}") from None
     except IsADirectoryError:
         raise NoDataFilesError(f"is a directory, not a TFRecord file: {name}") from None
+    return f, os.fstat(f.fileno()).st_size
 
 
 def _read_header(f: io.FileIO, where: _Where, size: int) -> tuple[int, int] | CorruptRecordError:

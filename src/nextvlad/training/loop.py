@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nextvlad.data import Batch
 from nextvlad.data.errors import DataError
+from nextvlad.data.remote import configure as configure_remote
 from nextvlad.errors import NextVLADError
 from nextvlad.models import build_model, get_config
 from nextvlad.nn import BatchNorm
@@ -108,6 +109,8 @@ class _Run:
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(options.seed + ctx.rank)
+        if options.cache_dir:  # remote shards: DataLoader workers read the setting too
+            configure_remote(cache_dir=options.cache_dir)
         self.config = get_config(options.preset, **dict(options.model_overrides))
         self.train_set, self.eval_set, schema = datasets(options, self.config)
         self.transform = input_transform(options, self.config, schema, ctx).to(ctx.device)

@@ -89,7 +89,8 @@ class TrainOptions:
         None,
         help="start from the weights of this checkpoint (a run folder, a checkpoint folder, "
         "or a model folder such as `nextvlad import-tf` writes) with a fresh optimizer; "
-        "its model must be the one --preset and --set describe",
+        "its model must be the one --preset and --set describe, but for the options that "
+        "shape no weight (dropout, the mixture's temperature and distill_weight)",
         flag="--init-from",
         metavar="CHECKPOINT",
     )
@@ -213,6 +214,9 @@ class TrainOptions:
         flag="--shuffle-buffer",
         kind=_args.POSITIVE_INT,
         data_order=True,
+    )
+    cache_dir: str | None = option(
+        None, help=_args.CACHE_DIR_HELP, flag="--cache-dir", metavar="DIR"
     )
     skip_corrupt: bool = option(
         False,

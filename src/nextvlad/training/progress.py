@@ -25,6 +25,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from nextvlad.data.errors import DataError
+from nextvlad.data.remote import is_remote
 from nextvlad.data.tfrecord import count_records
 
 BAR_FORMAT = (
@@ -109,9 +110,9 @@ def epoch_steps_estimate(
 ) -> int | None:
     """About the steps of one epoch over ``files`` at ``global_batch`` videos a step: the
     records of up to ``sample`` files spread over the list (headers only), scaled by size to
-    all of them. None when that cannot be told (no records, unreadable files)."""
-    if not files or global_batch < 1:
-        return None
+    all of them. None when that cannot be told (no records, unreadable files, remote shards)."""
+    if not files or global_batch < 1 or any(is_remote(str(f)) for f in files):
+        return None  # remote shards: no stat of every object nor a read of some at the start
     picks = sorted({round(i * (len(files) - 1) / max(sample - 1, 1)) for i in range(sample)})
     try:
         sizes = [os.path.getsize(f) for f in files]

@@ -1,0 +1,388 @@
+"""Shards where users keep them: ``gs://``, ``s3://``, ``https://`` (and ``file://``) through
+fsspec, streamed in large sequential reads, retried, optionally cached.
+
+A data path is *remote* when it is a URL of another scheme than ``file://``; everything else
+(plain paths, ``file://`` URLs, which become plain paths) keeps the local code path and its
+speed. A remote shard is read by :class:`RemoteShard`: ranges of ``block_size`` bytes
+(16 MiB) fetched with ``fs.cat_file`` while the reader consumes the one before
+(``readahead`` blocks ahead, 2), so that a shard streams at about the link's bandwidth
+without a download first and without temporary files.
+
+Faults: a transient error (connection reset or refused, a read timeout, HTTP 5xx, 408, 429,
+a short read) is retried ``retries`` times (5) with exponential backoff from ``backoff``
+seconds (0.5); then :class:`RemoteReadError` names the URL and the byte range (the TFRecord
+reader adds the record). A missing object or an empty glob is a ``NoDataFilesError`` naming
+it; a missing filesystem package an error naming the extra to install
+(``pip install 'nextvlad[s3]'``, ``[gcs]``, ``[http]``). Credentials are each filesystem's
+own (environment, config files, instance metadata): nothing of ours reads or logs them, and
+URLs with a user, a password or a signature or token in the query are refused.
+
+Settings come from the environment, so that DataLoader workers and torchrun ranks share them
+(the CLI's ``--cache-dir`` sets ``NEXTVLAD_CACHE_DIR``; :func:`configure` sets them from
+Python): ``NEXTVLAD_REMOTE_BLOCK_SIZE`` (bytes, suffixes K, M, G), ``NEXTVLAD_REMOTE_READAHEAD``,
+``NEXTVLAD_REMOTE_RETRIES``, ``NEXTVLAD_REMOTE_BACKOFF`` (seconds), ``NEXTVLAD_CACHE_DIR``.
+
+The cache folder (``--cache-dir``) is ``nextvlad.data.remote_cache``'s.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from nextvlad.data.errors import DataError, NoDataFilesError
+from nextvlad.errors import ConfigError
+
+__all__ = [
+    "RemoteReadError",
+    "RemoteSettings",
+    "RemoteShard",
+    "configure",
+    "expand_remote",
+    "file_size",
+    "is_remote",
+    "local_path",
+    "with_retries",
+]
+
+_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "http": "http", "https": "http"}
+_PACKAGES = {"s3": "s3fs", "gcs": "gcsfs", "http": "aiohttp"}
+_GLOB = re.compile(r"[*?\[]")
+# Query parameters of signed URLs (S3's X-Amz-Signature / X-Amz-Credential, GCS's
+# X-Goog-Signature, Azure's sig) and tokens: secrets.
+_SECRET_QUERY = re.compile(
+    r"(?i)(^|&)(sig|signature|password|passwd|secret|[^=&]*token"
+    r"|x-[a-z]+-(signature|credential|security-token))="
+)
+_ENV = {
+    "block_size": "NEXTVLAD_REMOTE_BLOCK_SIZE",
+    "readahead": "NEXTVLAD_REMOTE_READAHEAD",
+    "retries": "NEXTVLAD_REMOTE_RETRIES",
+    "backoff": "NEXTVLAD_REMOTE_BACKOFF",
+    "cache_dir": "NEXTVLAD_CACHE_DIR",
+}
+_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+class RemoteReadError(DataError):
+    """A remote read that failed for good (retries spent, or an error that is not transient)."""
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    """How remote shards are read (see the module docstring for the environment variables)."""
+
+    block_size: int = 16 << 20
+    readahead: int = 2
+    retries: int = 5
+    backoff: float = 0.5
+    cache_dir: str | None = None
+
+    @classmethod
+    def from_env(cls) -> RemoteSettings:
+        env = os.environ
+        try:
+            block = env.get(_ENV["block_size"], "16M").strip().upper().removesuffix("B")
+            number, unit = (block[:-1], block[-1]) if block[-1:] in "KMG" else (block, "")
+            settings = cls(
+                block_size=int(float(number) * _SUFFIX[unit]),
+                readahead=int(env.get(_ENV["readahead"], "2")),
+                retries=int(env.get(_ENV["retries"], "5")),
+                backoff=float(env.get(_ENV["backoff"], "0.5")),
+                cache_dir=env.get(_ENV["cache_dir"]) or None,
+            )
+        except (ValueError, KeyError) as err:
+            raise ConfigError(f"unreadable NEXTVLAD_REMOTE_* setting: {err}") from None
+        if settings.block_size < 1 or settings.readahead < 0 or settings.retries < 0:
+            raise ConfigError(f"remote settings out of range: {settings}")
+        return settings
+
+
+def configure(**settings: Any) -> None:
+    """Set remote-read settings (``block_size``, ``readahead``, ``retries``, ``backoff``,
+    ``cache_dir``; None removes one) for this process and the workers it starts."""
+    for name, value in settings.items():
+        if name not in _ENV:
+            raise TypeError(f"unknown remote setting {name!r}")
+        if value is None:
+            os.environ.pop(_ENV[name], None)
+        else:
+            os.environ[_ENV[name]] = str(value)
+    RemoteSettings.from_env()  # refuse bad values now
+
+
+def _scheme(name: str) -> str:
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", name)
+    return match.group(1).lower() if match else ""
+
+
+def is_remote(name: str) -> bool:
+    """A URL of another scheme than ``file://``."""
+    return _scheme(name) not in ("", "file")
+
+
+def local_path(name: str) -> str:
+    """``file:///a/b`` -> ``/a/b``; anything else unchanged."""
+    return name[len("file://") :] if _scheme(name) == "file" else name
+
+
+def _filesystem(url: str) -> tuple[Any, str]:
+    """(fsspec filesystem, path within it) for ``url``, with a clear error for a missing
+    package or credentials in the URL."""
+    parts = urlsplit(url)
+    if parts.username or parts.password or _SECRET_QUERY.search(parts.query):
+        raise ConfigError(
+            f"{_redact(url)}: credentials in a data URL (a user, a password, a signature or "
+            "token in the query) are refused: they would reach logs and run.json; use the "
+            "filesystem's own configuration (environment, config file, instance role)"
+        )
+    scheme = _scheme(url)
+    try:
+        import fsspec
+
+        return fsspec.core.url_to_fs(url)
+    except ImportError as err:
+        extra = _EXTRAS.get(scheme)
+        hint = f"pip install 'nextvlad[{extra}]'" if extra else "install its fsspec package"
+        package = _PACKAGES.get(extra or "", "a filesystem package")
+        raise ConfigError(f"{url}: reading {scheme}:// needs {package} ({hint}): {err}") from None
+    except ValueError as err:
+        raise ConfigError(f"{url}: {err}") from None
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def expand_remote(pattern: str) -> list[str]:
+    """The URLs of a remote path or glob (sorted), each checked to exist: an empty glob or a
+    missing object is a ``NoDataFilesError`` naming it. HTTP(S) URLs are never globs. Listing
+    and stat are retried as reads are."""
+    fs, path = _filesystem(pattern)
+    protocol = _scheme(pattern)
+    if protocol not in ("http", "https") and _GLOB.search(path):
+        listed = with_retries(lambda: fs.glob(path, detail=True), f"{pattern}: listing")
+        found = sorted(p for p, info in listed.items() if _is_file(info))
+        if not found:
+            raise NoDataFilesError(f"no files match {pattern!r}")
+        return [_unstrip(fs, p, protocol) for p in found]
+    try:
+        info = with_retries(lambda: fs.info(path), f"{pattern}: stat")
+    except FileNotFoundError:
+        raise NoDataFilesError(f"no such file: {pattern}") from None
+    if not _is_file(info):
+        raise NoDataFilesError(
+            f"{pattern} is a directory; give files or a glob such as {pattern.rstrip('/')}/*.tfrecord"
+        )
+    return [pattern]
+
+
+def _is_file(info: dict[str, Any]) -> bool:
+    return info.get("type", "file") == "file"
+
+
+def _unstrip(fs: Any, path: str, protocol: str) -> str:
+    full = fs.unstrip_protocol(path)
+    return full if _scheme(full) == protocol else f"{protocol}://{path}"
+
+
+def file_size(name: str) -> int:
+    """The size of a local file or a remote object, in bytes."""
+    if not is_remote(name):
+        return os.path.getsize(local_path(name))
+    fs, path = _filesystem(name)
+    try:
+        return int(with_retries(lambda: fs.size(path), f"{name}: stat"))
+    except FileNotFoundError:
+        raise NoDataFilesError(f"no such file: {name}") from None
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [TimeoutError, ConnectionError, EOFError]
+    try:
+        import aiohttp
+
+        types += [aiohttp.ClientError]
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def _is_transient(err: BaseException) -> bool:
+    """Worth another try: connection trouble, timeouts, 5xx / 408 / 429, short reads."""
+    if isinstance(err, FileNotFoundError | PermissionError | IsADirectoryError):
+        return False
+    status = getattr(err, "status", None) or getattr(err, "code", None)
+    if isinstance(status, int) and 400 <= status < 500:
+        return status in (408, 429)
+    return isinstance(err, (OSError, _ShortRead, *_transient_types()))
+
+
+class _ShortRead(Exception):
+    pass
+
+
+class RemoteShard(io.RawIOBase):
+    """A remote object as a read-only, seekable raw file: blocks of ``block_size`` bytes
+    fetched ahead of the reader, each fetch retried on transient errors.
+
+    Args:
+        url: the object's URL (named in errors).
+        settings: block size, read-ahead, retries, backoff.
+        fetch: ``fetch(start, end) -> bytes`` (default: fsspec's ``cat_file``); tests may
+            give their own.
+        size: the object's size, if known.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        settings: RemoteSettings | None = None,
+        *,
+        fetch: Callable[[int, int], bytes] | None = None,
+        size: int | None = None,
+        sink: Callable[[bytes], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.url = url
+        self.settings = settings or RemoteSettings.from_env()
+        if fetch is None:
+            fs, path = _filesystem(url)
+            fetch = lambda start, end: fs.cat_file(path, start=start, end=end)  # noqa: E731
+            if size is None:
+                size = file_size(url)
+        assert size is not None
+        self.size = size
+        self._fetch = fetch
+        self._sink = sink  # called with each block in order, while reading is sequential
+        self._sequential = True
+        self._pos = 0
+        self._block_index = -1
+        self._block = memoryview(b"")  # slices of a memoryview copy nothing
+        self._pool = concurrent.futures.ThreadPoolExecutor(max(1, self.settings.readahead))
+        self._ahead: dict[int, concurrent.futures.Future[bytes]] = {}
+        self.bytes_fetched = 0
+        self.retried = 0
+
+    # io.RawIOBase
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        target = max(0, base + offset)
+        if target != self._pos:
+            self._sequential = False  # a copy must hold every byte in order
+        self._pos = target
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(view) and self._pos < self.size:
+            index, within = divmod(self._pos, self.settings.block_size)
+            block = self._get_block(index)
+            take = min(len(view) - done, len(block) - within)
+            view[done : done + take] = block[within : within + take]
+            done += take
+            self._pos += take
+        return done
+
+    def close(self) -> None:
+        if not self.closed:
+            for future in self._ahead.values():
+                future.cancel()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        super().close()
+
+    # Blocks
+
+    def _get_block(self, index: int) -> memoryview:
+        if index != self._block_index:
+            future = self._ahead.pop(index, None) or self._submit(index)
+            for stale in [i for i in self._ahead if i < index]:
+                self._ahead.pop(stale).cancel()
+            block = future.result()
+            if self._sink is not None and self._sequential:
+                if index == self._block_index + 1:
+                    self._sink(block)
+                else:
+                    self._sequential = False
+            self._block_index, self._block = index, memoryview(block)
+            last = (self.size - 1) // self.settings.block_size
+            for ahead in range(index + 1, min(index + self.settings.readahead, last) + 1):
+                if ahead not in self._ahead:
+                    self._ahead[ahead] = self._submit(ahead)
+        return self._block
+
+    def _submit(self, index: int) -> concurrent.futures.Future[bytes]:
+        start = index * self.settings.block_size
+        end = min(start + self.settings.block_size, self.size)
+        return self._pool.submit(self._fetch_with_retries, start, end)
+
+    def _fetch_with_retries(self, start: int, end: int) -> bytes:
+        def fetch() -> bytes:
+            data = self._fetch(start, end)
+            if not isinstance(data, bytes):  # fsspec gives bytes: no copy then
+                data = bytes(data)
+            if len(data) != end - start:
+                raise _ShortRead(f"short read: {len(data)} of {end - start} bytes")
+            return data
+
+        def retried() -> None:
+            self.retried += 1
+
+        try:
+            data = with_retries(fetch, f"{self.url}: reading bytes {start}-{end}", self.settings,
+                                on_retry=retried)  # fmt: skip
+        except FileNotFoundError:
+            raise RemoteReadError(
+                f"{self.url}: the object is gone (reading bytes {start}-{end})"
+            ) from None
+        self.bytes_fetched += len(data)
+        return data
+
+
+def with_retries(
+    call: Callable[[], Any],
+    what: str,
+    settings: RemoteSettings | None = None,
+    *,
+    on_retry: Callable[[], None] | None = None,
+) -> Any:
+    """``call()``, tried again after a transient error (``settings.retries`` times, waiting
+    ``backoff`` x 1, 2, 4, ... seconds); then :class:`RemoteReadError` starting with ``what``.
+    ``FileNotFoundError`` and our own errors pass through untouched."""
+    settings = settings or RemoteSettings.from_env()
+    attempts = settings.retries + 1
+    for attempt in range(attempts):
+        try:
+            return call()
+        except (FileNotFoundError, DataError, ConfigError):
+            raise
+        except Exception as err:
+            reason = f"{type(err).__name__}: {err}"
+            if not _is_transient(err):
+                raise RemoteReadError(f"{what}: {reason}") from None
+            if attempt + 1 == attempts:
+                raise RemoteReadError(f"{what} failed {attempts} times (last: {reason})") from None
+            if on_retry is not None:
+                on_retry()
+            time.sleep(settings.backoff * 2**attempt)
+    raise AssertionError("unreachable")

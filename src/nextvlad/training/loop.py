@@ -68,7 +68,10 @@ def train(options: TrainOptions) -> dict[str, Any]:
     ctx = setup(options.device)
     try:
         with StopSignal() as stop:
-            return _Run(options, ctx, stop).run()
+            summary = _Run(options, ctx, stop).run()
+        if ctx.distributed:  # every process done before the group goes (gloo's threads abort
+            torch.distributed.barrier(group=ctx.host_group)  # a process that leaves first)
+        return summary
     finally:
         teardown()
 

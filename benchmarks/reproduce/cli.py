@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .markdown import write_page
 from .plan import FULL, QUICK, REAL_DATA, REPO, Plan, make_jobs
 from .plots import plot_fig6
 from .report import FIGURE, render_markdown
@@ -27,7 +28,7 @@ from .runner import (
 )
 from .segments import SEGMENTS_FULL, SEGMENTS_QUICK, plan_record, run_part
 from .segments import summarize as summarize_segments
-from .segments_report import carry_section, insert_section, render_section
+from .segments_report import render_section
 from .summary import closing_note, findings, parameter_table, summarize
 
 COMMAND = "python benchmarks/reproduce"  # how it is started, as results.md records it
@@ -88,10 +89,7 @@ def write_outputs(summary: dict[str, Any], docs: Path, say: Callable[[str], None
         say(f"wrote {figure}")
     else:
         say("matplotlib is not installed: no PNG (pip install 'nextvlad[plots]')")
-    docs.mkdir(parents=True, exist_ok=True)
-    page = docs / "results.md"
-    old = page.read_text() if page.is_file() else None  # its segment section is kept
-    page.write_text(carry_section(old, render_markdown(summary)))
+    write_page(docs / "results.md", main=render_markdown(summary))  # its segment section kept
     say(f"wrote {docs / 'results.md'}")
     for sentence, verdict in summary["findings"]:
         say(f"{sentence}: {verdict}")
@@ -194,10 +192,8 @@ def segments_main(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 def write_section(summary: dict[str, Any], docs: Path, say: Callable[[str], None]) -> None:
     """The segment section into ``docs``/results.md, the rest of the page as it was."""
-    docs.mkdir(parents=True, exist_ok=True)
     page = docs / "results.md"
-    section = render_section(summary)
-    page.write_text(insert_section(page.read_text(), section) if page.is_file() else section + "\n")
+    write_page(page, section=render_section(summary))
     say(f"wrote the segment section of {page}")
     for d in summary["differences"]:
         say(f"MAP@100K {d['arm']} - {d['baseline']}: {d['mean']:+.4f} (std {d['std']:.4f})")

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,10 @@ from _structure import (
 
 from reproduce.cli import COMMAND, main
 from reproduce.markdown import join, table
-from reproduce.plan import FULL, MIXTURES, REAL, TABLE1
+from reproduce.plan import FULL, MIXTURES, REAL, TABLE1, make_jobs
 from reproduce.plots import plot_fig6
 from reproduce.report import FIGURE, render_markdown
+from reproduce.runner import nextvlad, run_all
 from reproduce.summary import (
     FAILS,
     HOLDS,
@@ -318,3 +320,77 @@ def test_command_runs_from_any_folder(tmp_path: Path) -> None:
         timeout=120,
     )
     assert helped.stdout.startswith(f"usage: {COMMAND} ")
+
+
+def test_job_commands_are_the_runs_options(tmp_path: Path) -> None:
+    """Each job's `nextvlad train` command, parsed by nextvlad's own parser, gives the options
+    the rows and the plan call for (the in-process runs of before took these as TrainOptions)."""
+    from nextvlad.cli import build_parser
+    from nextvlad.cli.train import train_options
+
+    data = {"train": "T/*.tfrecord", "eval": "E/*.tfrecord"}
+    real = tmp_path / "real"
+    jobs = make_jobs(FULL, tmp_path, data, real)
+    assert len(jobs) == FULL.seeds * (len(TABLE1) + len(MIXTURES)) + len(REAL)
+    by = {(j.row.key, j.seed): j for j in jobs}
+    for job in jobs:
+        options = train_options(build_parser().parse_args(job.command))
+        assert options.preset == job.row.preset and options.out == str(job.out)
+        assert options.eval_data == [job.eval_data] and options.batch_size == job.batch_size
+        assert (options.device, options.num_workers, options.progress) == ("cpu", 0, False)
+        assert options.checkpoint_every == 10**9 and options.seed == job.seed
+    random = train_options(build_parser().parse_args(by[("netvlad-random", 2)].command))
+    assert random.model_overrides == {
+        "num_clusters": 64,
+        "hidden_size": 256,
+        "num_classes": FULL.classes,
+        "sample_frames": FULL.max_frames,
+    }
+    assert (random.epochs, random.learning_rate, random.eigenvals) == (5, 1e-3, "none")
+    assert random.eval_every == FULL.steps_per_epoch and random.log_every == 1
+    assert train_options(build_parser().parse_args(by[("mix3-t0", 0)].command)).distill_weight == 0
+    assert train_options(build_parser().parse_args(by[("mix3-t3", 0)].command)).eval_every == 0
+    moe = train_options(build_parser().parse_args(by[("video-moe", 0)].command))
+    assert moe.train_data == [str(real / FULL.real_train)] and moe.eigenvals is None
+    assert (moe.batch_size, moe.learning_rate, moe.l2_penalty) == (128, 0.03, 1e-8)
+    assert (moe.lr_decay, moe.lr_decay_examples, moe.log_every) == (0.95, 4_000_000, 10)
+
+
+def test_run_all_costliest_first_results_in_order() -> None:
+    """One worker: the tasks start costliest first; the results come back in the given order."""
+    started: list[str] = []
+
+    def task(name: str) -> str:
+        started.append(name)
+        return name.upper()
+
+    work = [(1.0, partial(task, "a")), (3.0, partial(task, "b")), (2.0, partial(task, "c"))]
+    lines: list[str] = []
+    assert run_all(work, 1, lines.append, str) == ["A", "B", "C"]
+    assert started == ["b", "c", "a"]
+    assert lines[0].startswith("[1/3] B; ") and lines[-1].startswith("[3/3] A; ")
+
+
+def test_run_all_stops_at_a_failure() -> None:
+    """A failed task is raised; the tasks queued behind it never start."""
+    started: list[int] = []
+
+    def task(i: int) -> int:
+        started.append(i)
+        if i == 0:
+            raise RuntimeError("`nextvlad train` exited 1")
+        return i
+
+    work = [(10.0 - i, partial(task, i)) for i in range(4)]
+    with pytest.raises(RuntimeError, match="exited 1"):
+        run_all(work, 1, lambda _: None, str)
+    assert started == [0]
+
+
+def test_nextvlad_failure_names_the_command(tmp_path: Path) -> None:
+    """A `nextvlad` command that fails stops the part with its command line and its log's end."""
+    log = tmp_path / "run.log"
+    args = ["eval", "--checkpoint", str(tmp_path / "none"), "--data", "x.tfrecord"]
+    with pytest.raises(RuntimeError, match=r"`nextvlad eval --checkpoint .*` exited 2") as err:
+        nextvlad(args, 1, log)
+    assert log.read_text().strip().splitlines()[-1] in str(err.value)

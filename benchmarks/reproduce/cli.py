@@ -121,11 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:  # a `nextvlad` command failed: its command line and log's end
         print(f"reproduce: {err}", file=sys.stderr)
         return 1
-    command = f"{COMMAND} " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
     summary: dict[str, Any] = {
-        "command": command.strip(),
+        "command": _command(argv),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": {**machine(), "load_average_at_start": load_at_start},
         "source": source,

@@ -1,9 +1,12 @@
 """Reproduce the paper's comparisons on data that runs here, and write ``docs/results.md``.
 
-    python benchmarks/reproduce                       # full run: 25-50 min on a 2-core CPU
-    python benchmarks/reproduce --quick --out-dir /tmp/repro   # smoke run (CI), ~2-3 min
-    python benchmarks/reproduce --part segments       # the 2019 segment task: ~15-20 min
-    python benchmarks/reproduce --part segments --quick --out-dir /tmp/repro   # ~1-2 min
+    python benchmarks/reproduce                       # full run: writes docs/results.md
+    python benchmarks/reproduce --quick --out-dir /tmp/repro   # smoke run (CI)
+    python benchmarks/reproduce --part segments       # the 2019 segment task: its section
+    python benchmarks/reproduce --part segments --quick --out-dir /tmp/repro
+
+How long a run took, on which machine and under what load, is in the page it writes (docs/
+results.md for the full runs: "Wall time of the whole command", "Wall time of the part").
 
 The full YouTube-8M frame-level set (1.5 TB) is not available here, so the comparisons run on
 the synthetic frame-level set (``nextvlad.data.synth``, shortened 3x so that five epochs of every
@@ -21,10 +24,10 @@ YouTube-8M 2018 video-level records in ``../shared/data/yt8m-2018-video-level/``
 - Real data: ``video-logistic`` and ``video-moe`` trained on shards 0000-0049, evaluated on
   0050-0059 (the recipes of docs/real-data.md).
 
-Every run is a call of ``nextvlad.training.train`` in a pool of ``--jobs`` processes with
-``--threads`` torch threads each (on 2 cores, 2 jobs of 1 thread were faster than 1 job of 2
-and suffer less from other load). Outputs: ``OUT/results.json``, ``OUT/runs/<row>/seed<k>/``
-(run folders with TensorBoard events), and ``results.md`` + ``fig6_gap_vs_steps.png`` in
+Every run is a ``nextvlad train`` command in a subprocess, followed for a mixture by a
+``nextvlad eval --branch M`` of each branch, exactly as a user runs them, ``--jobs`` at a time
+with ``--threads`` torch threads each; its log is ``OUT/runs/<row>/seed<k>.log``. Outputs:
+``OUT/results.json``, ``OUT/runs/<row>/seed<k>/`` (run folders with TensorBoard events), and ``results.md`` + ``fig6_gap_vs_steps.png`` in
 ``--docs-dir`` (``docs/`` for the full run; the out dir for ``--quick``, so a smoke run never
 overwrites the committed results). Matplotlib is optional (``pip install 'nextvlad[plots]'``):
 without it the PNG is skipped and said so. The runs read their curves back with TensorBoard's own
@@ -33,20 +36,25 @@ reader (``tensorboard``, in the dev extra); ``--render-only`` does not need it.
 The modules, in the order a run goes through them:
 
 - ``plan``: the rows of the tables (scaled-down presets), the full and quick sizes, the jobs;
-- ``runner``: the synthetic set, the pool of training processes, the machine and the commit;
+- ``runner``: the one job runner of both parts (`nextvlad` commands in subprocesses, a pool of
+  threads that wait on them, costliest first), the machine and the commit;
+- ``paper_runs``: the synthetic set, and one job's commands and what its run folder holds;
 - ``summary``: spreads over seeds, mean curves, the paper's claims and their verdicts;
-- ``report`` with ``results.md.tmpl``: the Markdown (tables in Python, prose in the template);
+- ``markdown``: the one renderer of the page (paragraphs, tables, cells, the page's two parts);
+- ``report``: the main sections' Markdown, tables and prose, in Python;
 - ``plots``: the Fig. 6 PNG;
-- ``cli``: the options and ``main``; ``--render-only`` redoes the last three from results.json.
+- ``cli``: the options and ``main``; ``--render-only`` redoes the page and the PNG from
+  results.json.
 
 ``--part segments`` is a run of its own, with its own JSON (``OUT/segments.json``) and its own
 section of results.md, between the comments ``<!-- segments:begin -->`` and
 ``<!-- segments:end -->``: it rewrites only that section, and the main run keeps it. It trains a
 scaled NeXtVLAD and the 3-branch mixture on the video labels of a synthetic segment-rated set,
 fine-tunes each on the rated segments (``nextvlad train --task segments --init-from``) and scores
-all four with ``nextvlad eval --segments`` (MAP@100K), every step a ``nextvlad`` subprocess:
+all four with ``nextvlad eval --segments`` (MAP@100K), every step a ``nextvlad`` subprocess
+of the same runner:
 
 - ``segments``: its arms, sizes, commands, runs and summary;
-- ``segments_report`` with the ``segments`` block of ``results.md.tmpl``: its section, and the
-  markers that put it into the page.
+- ``segments_report``: its section, with ``markdown``'s blocks, put into the page between the
+  markers by ``markdown.write_page``.
 """

@@ -8,7 +8,7 @@ if __package__:  # python -m benchmarks.reproduce (from the repository root)
 else:  # python benchmarks/reproduce: import this folder as the package `reproduce`
     _here = Path(__file__).resolve().parent
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-    sys.path.insert(0, str(_here.parent))  # benchmarks/ (pool workers get the same sys.path)
+    sys.path.insert(0, str(_here.parent))  # benchmarks/
     from reproduce.cli import main
 
 if __name__ == "__main__":

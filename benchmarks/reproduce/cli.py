@@ -14,20 +14,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .markdown import write_page
+from .paper_runs import run_jobs, write_data
 from .plan import FULL, QUICK, REAL_DATA, REPO, Plan, make_jobs
 from .plots import plot_fig6
 from .report import FIGURE, render_markdown
-from .runner import (
-    children_cpu_seconds,
-    load_average,
-    machine,
-    run_jobs,
-    source_version,
-    write_data,
-)
+from .runner import children_cpu_seconds, load_average, machine, source_version
 from .segments import SEGMENTS_FULL, SEGMENTS_QUICK, plan_record, run_part
 from .segments import summarize as summarize_segments
-from .segments_report import carry_section, insert_section, render_section
+from .segments_report import render_section
 from .summary import closing_note, findings, parameter_table, summarize
 
 COMMAND = "python benchmarks/reproduce"  # how it is started, as results.md records it
@@ -39,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reproduce the paper's Table 1, Fig. 6, Tables 2-3 and parameter counts on "
         "the synthetic set and real video-level data; write results.md and the Fig. 6 PNG.",
     )
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run (CI), ~2-3 min")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (CI)")
     parser.add_argument(
         "--part",
         choices=("main", "segments"),
@@ -47,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="main (default): the paper's comparisons, results.json and the whole results.md; "
         "segments: the 2019 segment task (video-trained against fine-tuned on segment labels), "
         "segments.json and only the section between results.md's segment markers "
-        "(full: ~15-20 min, --quick: ~2 min on 2 cores)",
+        "(its wall time is in that section)",
     )
     parser.add_argument(
         "--out-dir",
@@ -88,10 +83,7 @@ def write_outputs(summary: dict[str, Any], docs: Path, say: Callable[[str], None
         say(f"wrote {figure}")
     else:
         say("matplotlib is not installed: no PNG (pip install 'nextvlad[plots]')")
-    docs.mkdir(parents=True, exist_ok=True)
-    page = docs / "results.md"
-    old = page.read_text() if page.is_file() else None  # its segment section is kept
-    page.write_text(carry_section(old, render_markdown(summary)))
+    write_page(docs / "results.md", main=render_markdown(summary))  # its segment section kept
     say(f"wrote {docs / 'results.md'}")
     for sentence, verdict in summary["findings"]:
         say(f"{sentence}: {verdict}")
@@ -124,12 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     data = write_data(plan, out, say)
     jobs = make_jobs(plan, out, data, real)
     say(f"{len(jobs)} runs, {args.jobs} at a time with {threads} thread(s) each")
-    results = run_jobs(jobs, args.jobs, threads, say)
-    command = f"{COMMAND} " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    try:
+        results = run_jobs(jobs, args.jobs, threads, say)
+    except RuntimeError as err:  # a `nextvlad` command failed: its command line and log's end
+        print(f"reproduce: {err}", file=sys.stderr)
+        return 1
     summary: dict[str, Any] = {
-        "command": command.strip(),
+        "command": _command(argv),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": {**machine(), "load_average_at_start": load_at_start},
         "source": source,
@@ -171,7 +164,11 @@ def segments_main(args: argparse.Namespace, argv: list[str] | None) -> int:
     load_at_start = load_average()
     source = source_version()
     out.mkdir(parents=True, exist_ok=True)
-    results = run_part(plan, out, args.jobs, threads, say)
+    try:
+        results = run_part(plan, out, args.jobs, threads, say)
+    except RuntimeError as err:
+        print(f"reproduce: {err}", file=sys.stderr)
+        return 1
     summary: dict[str, Any] = {
         "command": _command(argv),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -194,10 +191,8 @@ def segments_main(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 def write_section(summary: dict[str, Any], docs: Path, say: Callable[[str], None]) -> None:
     """The segment section into ``docs``/results.md, the rest of the page as it was."""
-    docs.mkdir(parents=True, exist_ok=True)
     page = docs / "results.md"
-    section = render_section(summary)
-    page.write_text(insert_section(page.read_text(), section) if page.is_file() else section + "\n")
+    write_page(page, section=render_section(summary))
     say(f"wrote the segment section of {page}")
     for d in summary["differences"]:
         say(f"MAP@100K {d['arm']} - {d['baseline']}: {d['mean']:+.4f} (std {d['std']:.4f})")

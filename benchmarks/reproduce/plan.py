@@ -207,29 +207,44 @@ QUICK = Plan(
 
 @dataclass
 class Job:
-    """One training run, sent to a worker process."""
+    """One training run: a `nextvlad train` command and the run folder it writes."""
 
     group: str  # "table1", "mixture" or "real"
     row: Row
     seed: int
-    options: dict[str, Any]  # TrainOptions keyword arguments
+    command: list[str]  # the words after `nextvlad`
+    out: Path  # its run folder (--out)
+    eval_data: str  # its held-out records (--eval-data), also for the branches' evaluations
+    batch_size: int
     cost: float = 1.0  # relative cost, to start the longest jobs first
 
 
+def train_command(row: Row, overrides: dict[str, Any], **flags: Any) -> list[str]:
+    """`nextvlad train --preset ROW'S --set KEY=VALUE ... --FLAG VALUE ... --no-progress`, a
+    keyword for each flag (``batch_size=64``: ``--batch-size 64``; None: the flag left out)."""
+    command = ["train", "--preset", row.preset]
+    for key, value in overrides.items():
+        command += ["--set", f"{key}={value}"]
+    for name, value in flags.items():
+        if value is not None:
+            command += [
+                f"--{name.replace('_', '-')}",
+                f"{value:g}" if isinstance(value, float) else str(value),
+            ]
+    return [*command, "--no-progress"]
+
+
 def make_jobs(plan: Plan, out: Path, data: dict[str, str], real_data: Path | None) -> list[Job]:
-    """Every training run of the reproduction, with its options."""
+    """Every training run of the reproduction, with its command."""
     jobs = []
     common = {
-        "eigenvals": "none",  # synthetic features are not PCA-whitened
         "batch_size": plan.batch_size,
-        "learning_rate": plan.learning_rate,
+        "lr": plan.learning_rate,
         "epochs": plan.epochs,
         "log_every": plan.log_every,
         "checkpoint_every": 10**9,  # only at the end
-        "keep_checkpoints": 1,
         "num_workers": 0,  # in-process reading: the cores are busy training
         "device": "cpu",
-        "progress": False,
     }
     for group, rows in (("table1", TABLE1), ("mixture", MIXTURES)):
         for row in rows:
@@ -237,49 +252,47 @@ def make_jobs(plan: Plan, out: Path, data: dict[str, str], real_data: Path | Non
             if row.key == "netvlad-random":
                 overrides["sample_frames"] = plan.max_frames
             for seed in range(plan.seeds):
+                run = out / "runs" / row.key / f"seed{seed}"
+                command = train_command(
+                    row,
+                    overrides,
+                    train_data=data["train"],
+                    eval_data=data["eval"],
+                    out=run,
+                    seed=seed,
+                    eigenvals="none",  # synthetic features are not PCA-whitened
+                    eval_every=plan.steps_per_epoch if row.curve else 0,
+                    distill_weight=row.distill_weight,
+                    **common,
+                )
                 jobs.append(
-                    Job(
-                        group,
-                        row,
-                        seed,
-                        {
-                            **common,
-                            "preset": row.preset,
-                            "model_overrides": overrides,
-                            "train_data": [data["train"]],
-                            "eval_data": [data["eval"]],
-                            "out": str(out / "runs" / row.key / f"seed{seed}"),
-                            "eval_every": plan.steps_per_epoch if row.curve else 0,
-                            "distill_weight": row.distill_weight,
-                            "seed": seed,
-                        },
-                        row.cost,
-                    )
+                    Job(group, row, seed, command, run, data["eval"], plan.batch_size, row.cost)
                 )
     if real_data is not None:
         for row, recipe in REAL:
             epochs = plan.real_epochs or recipe["epochs"]
-            jobs.append(
-                Job(
-                    "real",
-                    row,
-                    0,
-                    {
-                        **common,
-                        **recipe,
-                        "epochs": epochs,
-                        "eigenvals": None,
-                        "preset": row.preset,
-                        "train_data": [str(real_data / plan.real_train)],
-                        "eval_data": [str(real_data / plan.real_eval)],
-                        "out": str(out / "runs" / row.key / "seed0"),
-                        "lr_decay": 0.95,
-                        "lr_decay_examples": 4_000_000,
-                        "eval_every": 0,
-                        "log_every": 10,
-                        "seed": 0,
-                    },
-                    row.cost * epochs / recipe["epochs"],
-                )
+            run = out / "runs" / row.key / "seed0"
+            real_eval = str(real_data / plan.real_eval)
+            recipe_flags = {
+                **common,
+                "batch_size": recipe["batch_size"],
+                "lr": recipe["learning_rate"],
+                "l2": recipe["l2_penalty"],
+                "epochs": epochs,
+                "lr_decay": 0.95,
+                "lr_decay_examples": 4_000_000,
+                "eval_every": 0,
+                "log_every": 10,
+            }
+            command = train_command(
+                row,
+                {},
+                train_data=str(real_data / plan.real_train),
+                eval_data=real_eval,
+                out=run,
+                seed=0,
+                **recipe_flags,
             )
+            cost = row.cost * epochs / recipe["epochs"]
+            jobs.append(Job("real", row, 0, command, run, real_eval, recipe["batch_size"], cost))
     return jobs

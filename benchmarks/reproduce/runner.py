@@ -1,170 +1,86 @@
-"""Running the reproduction: the synthetic set, a pool of training processes, and what is
-recorded about the machine and the library that ran."""
+"""The one job runner of the reproduction, for both parts: every training and evaluation is a
+`nextvlad` command in a subprocess (``python -m nextvlad train | eval | synth``), exactly what a
+user runs, ``--jobs`` at a time with ``--threads`` torch threads each (``OMP_NUM_THREADS``); and
+what is recorded about the machine and the library that ran."""
 
 from __future__ import annotations
 
 import json
-import logging
-import multiprocessing as mp
 import os
 import platform
-import shutil
-import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .plan import REPO, Job, Plan
+from .plan import REPO
 
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+NEXTVLAD = [sys.executable, "-m", "nextvlad"]  # the `nextvlad` command of this interpreter
+R = TypeVar("R")
 
 
-def run_job(job: Job) -> dict[str, Any]:
-    """Train one model (in a worker), evaluate it (and its branches), read back its curves."""
-    import torch
-
-    from nextvlad.checkpoint import load_for_inference
-    from nextvlad.data import VideoDataset
-    from nextvlad.models import count_config_parameters
-    from nextvlad.training import TrainOptions, evaluate, train
-
-    options = TrainOptions(**job.options)
-    run = Path(options.out)
-    if run.exists():  # this script owns its run folders: train afresh
-        shutil.rmtree(run)
+def nextvlad(args: list[str], threads: int, log: Path) -> tuple[str, float]:
+    """Runs `nextvlad ARGS` with ``threads`` torch threads; its stdout and the seconds taken.
+    stderr goes to ``log``; a failure stops the part with the command and the log's end."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    summary = train(options)
-    seconds = time.perf_counter() - started
-    result: dict[str, Any] = {
-        "group": job.group,
-        "row": job.row.key,
-        "seed": job.seed,
-        "steps": summary["steps"],
-        "examples": summary["examples_seen"],
-        "train_seconds": seconds,
-        "epochs": summary["epochs_completed"],
-        "examples_per_second": summary["examples_seen"] / seconds,
-        "metrics": {k: v for k, v in (summary["eval"] or {}).items() if k != "num_videos"},
-    }
-    model, transform, config, _ = load_for_inference(run)
-    result["parameters"] = count_config_parameters(config)
-    if job.row.branches:
-        dataset = VideoDataset(
-            options.eval_data, num_classes=config.num_classes, rank=0, world_size=1
+    with log.open("a") as err:
+        done = subprocess.run(
+            NEXTVLAD + args, env=env, stdout=subprocess.PIPE, stderr=err, text=True, check=False
         )
-        branches = []
-        for branch in range(job.row.branches):
-            metrics, _, _ = evaluate(
-                model,
-                transform,
-                dataset.loader(options.batch_size),
-                torch.device("cpu"),
-                config.num_classes,
-                branch=branch,
-            )
-            branches.append({k: float(v) for k, v in metrics.compute().items()})
-        result["branch_metrics"] = branches
-        result["branch_parameters"] = count_config_parameters(config.branch)  # type: ignore[union-attr]
-    curves = read_curves(run / "tensorboard")
-    speeds = [v for _, v in curves.pop("train/examples_per_second", [])[1:]]  # after warm-up
-    if speeds:  # the loop's own measure: training steps only, evaluations left out
-        result["examples_per_second"] = statistics.fmean(speeds)
-    result["curves"] = curves
-    shutil.rmtree(run / "checkpoints", ignore_errors=True)  # weights are not needed afterwards
-    return result
+    if done.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-15:])
+        raise RuntimeError(f"`nextvlad {' '.join(args)}` exited {done.returncode}:\n{tail}")
+    return done.stdout, time.perf_counter() - started
 
 
-CURVES = ("train/gap", "eval/gap", "train/examples_per_second")
+def last_json(stdout: str) -> dict[str, Any] | None:
+    """The JSON object on the last line a command printed, None without one."""
+    lines = stdout.strip().splitlines()
+    if not lines or not lines[-1].startswith("{"):
+        return None
+    value: dict[str, Any] = json.loads(lines[-1])
+    return value
 
 
-def read_curves(logdir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Tag -> [(step, value), ...] of the run's scalars in ``CURVES``, read back as TensorBoard
-    reads them (``tensorboard``, in the dev extra, is needed for the runs, not for rendering)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(logdir), size_guidance={"scalars": 0})  # 0: keep them all
-    events.Reload()
-    logged = set(events.Tags()["scalars"])
-    return {
-        tag: [(event.step, event.value) for event in events.Scalars(tag)]
-        for tag in CURVES
-        if tag in logged
-    }
-
-
-def run_jobs(
-    jobs: list[Job], workers: int, threads: int, say: Callable[[str], None]
-) -> list[dict[str, Any]]:
-    """Runs the jobs, longest first, ``workers`` at a time; returns their results in order."""
-    order = sorted(range(len(jobs)), key=lambda i: -jobs[i].cost)
-    results: list[dict[str, Any] | None] = [None] * len(jobs)
+def run_all(
+    work: Sequence[tuple[float, Callable[[], R]]],
+    workers: int,
+    say: Callable[[str], None],
+    describe: Callable[[R], str],
+) -> list[R]:
+    """Calls each ``(cost, task)``'s task, the costliest first, ``workers`` at a time (threads,
+    each waiting on its own `nextvlad` processes); their results in the order of ``work``, a
+    progress line for each (``describe``) as it ends. A failure is raised once the running
+    tasks have ended, and no other task starts."""
+    queue = iter(sorted(range(len(work)), key=lambda i: -work[i][0]))
+    results: dict[int, R] = {}
+    running: dict[Future[R], int] = {}
     started = time.perf_counter()
-    context = mp.get_context("spawn")  # no fork of a process that holds torch threads
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(threads,)
-    ) as pool:
-        pending: dict[Future[dict[str, Any]], int] = {
-            pool.submit(run_job, jobs[i]): i for i in order
-        }
-        say(
-            "queued, longest first: "
-            + ", ".join(f"{jobs[i].row.key}/{jobs[i].seed}" for i in order)
-        )
-        done_count = 0
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+
+        def start_next() -> None:
+            index = next(queue, None)
+            if index is not None:
+                running[pool.submit(work[index][1])] = index
+
+        for _ in range(workers):
+            start_next()
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                index = pending.pop(future)
-                result = future.result()
-                results[index] = result
-                done_count += 1
-                metrics = result["metrics"]
+                index = running.pop(future)
+                results[index] = future.result()
                 say(
-                    f"[{done_count}/{len(jobs)}] {result['row']} seed {result['seed']}: "
-                    f"GAP {metrics.get('gap', float('nan')):.4f}, "
-                    f"{result['train_seconds']:.0f} s ({result['examples_per_second']:.0f} ex/s); "
+                    f"[{len(results)}/{len(work)}] {describe(results[index])}; "
                     f"{time.perf_counter() - started:.0f} s elapsed"
                 )
-    return [r for r in results if r is not None]
-
-
-def write_data(plan: Plan, out: Path, say: Callable[[str], None]) -> dict[str, str]:
-    """The synthetic train and held-out sets (reused when the plan has not changed)."""
-    from nextvlad.data import write_synthetic
-    from nextvlad.data.synth import SynthConfig
-
-    config = SynthConfig(
-        num_classes=plan.classes,
-        min_frames=plan.min_frames,
-        max_frames=plan.max_frames,
-        min_run=plan.min_run,
-        max_run=plan.max_run,
-    )
-    root = out / "data"
-    marker = root / "plan.json"
-    wanted = {"config": asdict(config), "train": plan.train_videos, "eval": plan.eval_videos}
-    data = {"train": str(root / "train" / "*.tfrecord"), "eval": str(root / "eval" / "*.tfrecord")}
-    if marker.is_file() and json.loads(marker.read_text()) == wanted:
-        say(f"using the synthetic set in {root}")
-        return data
-    shutil.rmtree(root, ignore_errors=True)
-    started = time.perf_counter()
-    write_synthetic(root / "train", videos=plan.train_videos, shards=4, seed=1, config=config)
-    write_synthetic(root / "eval", videos=plan.eval_videos, shards=2, seed=2, config=config)
-    marker.write_text(json.dumps(wanted))
-    say(
-        f"wrote {plan.train_videos} + {plan.eval_videos} synthetic videos in "
-        f"{time.perf_counter() - started:.0f} s"
-    )
-    return data
+                start_next()
+    return [results[i] for i in range(len(work))]
 
 
 def machine() -> dict[str, Any]:
@@ -222,7 +138,7 @@ def load_average() -> float | None:
 
 
 def children_cpu_seconds() -> float | None:
-    """CPU time (user + system) of the finished worker processes."""
+    """CPU time (user + system) of the finished `nextvlad` processes."""
     try:
         import resource
     except ImportError:  # not on Windows

@@ -2,31 +2,26 @@
 5-frame segments as it is, against the same model fine-tuned on the segment labels, and the
 3-branch mixture fine-tuned with distillation, on the synthetic segment-rated set.
 
-Every step is a ``nextvlad`` command in a subprocess (``python -m nextvlad synth | train |
-eval --segments``), so that the part measures exactly what a user runs; ``--jobs`` chains
-(pre-training, then fine-tuning, each followed by its evaluation) run at a time with
-``--threads`` torch threads each (``OMP_NUM_THREADS``).
+Every step is a ``nextvlad`` command (``synth | train | eval --segments``) run by the runner
+that runs the main part's too; its tasks are chains (pre-training, then fine-tuning, each
+followed by its evaluation), ``--jobs`` at a time.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from .runner import last_json, nextvlad, run_all
 from .summary import spread
-
-NEXTVLAD = [sys.executable, "-m", "nextvlad"]  # the `nextvlad` command of this interpreter
 
 
 @dataclass(frozen=True)
@@ -162,31 +157,6 @@ def eval_command(arm: Arm, seed: int, data: Path, runs: Path) -> list[str]:
     return [*command, "--num-workers", "0", "--device", "cpu"]
 
 
-def _nextvlad(args: list[str], threads: int, log: Path) -> tuple[str, float]:
-    """Runs `nextvlad ARGS` with ``threads`` torch threads; its stdout and the seconds taken.
-    stderr goes to ``log``; a failure stops the part with the command and the log's end."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    log.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with log.open("a") as err:
-        done = subprocess.run(
-            NEXTVLAD + args, env=env, stdout=subprocess.PIPE, stderr=err, text=True, check=False
-        )
-    if done.returncode != 0:
-        tail = "\n".join(log.read_text().splitlines()[-15:])
-        raise RuntimeError(f"`nextvlad {' '.join(args)}` exited {done.returncode}:\n{tail}")
-    return done.stdout, time.perf_counter() - started
-
-
-def _last_json(stdout: str) -> dict[str, Any] | None:
-    """The JSON object on the last line a command printed, None without one."""
-    lines = stdout.strip().splitlines()
-    if not lines or not lines[-1].startswith("{"):
-        return None
-    value: dict[str, Any] = json.loads(lines[-1])
-    return value
-
-
 def write_data(plan: SegmentPlan, out: Path, say: Callable[[str], None]) -> Path:
     """The segment-rated sets in OUT/segments/data (reused when the plan's sizes match)."""
     root = out / "segments" / "data"
@@ -198,7 +168,7 @@ def write_data(plan: SegmentPlan, out: Path, say: Callable[[str], None]) -> Path
     shutil.rmtree(root, ignore_errors=True)
     started = time.perf_counter()
     for command in commands.values():
-        _nextvlad(command, 1, root / "synth.log")
+        nextvlad(command, 1, root / "synth.log")
     marker.write_text(json.dumps(commands))
     say(
         f"wrote {plan.train_videos} + {plan.eval_videos} segment-rated videos in "
@@ -217,9 +187,9 @@ def run_chain(
         shutil.rmtree(run, ignore_errors=True)  # this script owns its run folders
         log = runs / f"{arm.key}-s{seed}.log"
         log.unlink(missing_ok=True)
-        printed, train_seconds = _nextvlad(train_command(plan, arm, seed, data, runs), threads, log)
-        stdout, eval_seconds = _nextvlad(eval_command(arm, seed, data, runs), threads, log)
-        metrics = _last_json(stdout) or {}
+        printed, train_seconds = nextvlad(train_command(plan, arm, seed, data, runs), threads, log)
+        stdout, eval_seconds = nextvlad(eval_command(arm, seed, data, runs), threads, log)
+        metrics = last_json(stdout) or {}
         results.append(
             {
                 "arm": arm.key,
@@ -229,7 +199,7 @@ def run_chain(
                 "eval_seconds": eval_seconds,
                 "eval": {k: v for k, v in metrics.items() if k != "map"},
                 # fine-tuning: train's own evaluation at its end ({"segment_map": ...})
-                "train_eval": _last_json(printed),
+                "train_eval": last_json(printed),
             }
         )
     return results
@@ -248,23 +218,23 @@ def run_part(
     """Every arm and seed of the part, ``workers`` chains at a time, the longest first."""
     data = write_data(plan, out, say)
     runs = out / "segments" / "runs"
-    work = [(c, s) for c in chains(plan) for s in range(plan.seeds)]
-    work.sort(key=lambda w: -sum(a.cost for a in w[0]))
+    work = [
+        (sum(a.cost for a in chain), partial(run_chain, plan, chain, seed, data, runs, threads))
+        for chain in chains(plan)
+        for seed in range(plan.seeds)
+    ]
     say(f"{len(work)} chains of runs, {workers} at a time with {threads} thread(s) each")
-    started = time.perf_counter()
-    results: list[dict[str, Any]] = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(run_chain, plan, c, s, data, runs, threads) for c, s in work]
-        for future in as_completed(futures):
-            for r in future.result():
-                results.append(r)
-                say(
-                    f"{r['arm']} seed {r['seed']}: MAP@100K {r['map']:.4f} (train "
-                    f"{r['train_seconds']:.0f} s, eval {r['eval_seconds']:.0f} s); "
-                    f"{time.perf_counter() - started:.0f} s elapsed"
-                )
+    results = [r for chain in run_all(work, workers, say, _describe) for r in chain]
     order = {a.key: i for i, a in enumerate(ARMS)}
     return sorted(results, key=lambda r: (order[r["arm"]], r["seed"]))
+
+
+def _describe(chain: list[dict[str, Any]]) -> str:
+    return "; ".join(
+        f"{r['arm']} seed {r['seed']}: MAP@100K {r['map']:.4f} (train "
+        f"{r['train_seconds']:.0f} s, eval {r['eval_seconds']:.0f} s)"
+        for r in chain
+    )
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:

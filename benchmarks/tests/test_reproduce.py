@@ -5,19 +5,28 @@ its --quick mode)."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _structure import (
+    check_layout,
+    check_markers,
+    check_sections,
+    main_sections,
+    segment_sections,
+)
 
 from reproduce.cli import COMMAND, main
-from reproduce.plan import FULL, MIXTURES, REAL, TABLE1
+from reproduce.markdown import join, table
+from reproduce.plan import FULL, MIXTURES, REAL, TABLE1, make_jobs
 from reproduce.plots import plot_fig6
-from reproduce.report import FIGURE, fill, render_markdown, template_blocks
+from reproduce.report import FIGURE, render_markdown
+from reproduce.runner import nextvlad, run_all
 from reproduce.summary import (
     FAILS,
     HOLDS,
@@ -31,27 +40,9 @@ from reproduce.summary import (
 )
 
 BENCHMARKS = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parent / "data"
-# A --quick run's results.json and the results.md that benchmarks/reproduce.py (the single
-# script this package replaced) wrote from it; only its name in the first paragraph and in the
-# recorded command were changed to today's `benchmarks/reproduce`. After a reviewed change of
-# the page, rewrite the Markdown with
-#   python benchmarks/reproduce --render-only --out-dir benchmarks/tests/data --docs-dir /tmp/r
-# and copy /tmp/r/results.md to benchmarks/tests/data/quick_results.md.
-QUICK_SUMMARY = DATA / "results.json"
-QUICK_MARKDOWN = DATA / "quick_results.md"
-
-SECTIONS = [
-    "## The set, the models, the recipe",
-    "## Table 1: single aggregation models (synthetic set)",
-    "## Fig. 6: GAP against steps",
-    "## Tables 2 and 3: the mixture, distillation and a single branch (synthetic set)",
-    "## Parameter counts at the paper's sizes (`nextvlad params`)",
-    "## Real YouTube-8M data: video-level models",
-    "## Findings",
-    "## Where the synthetic set cannot stand in for YouTube-8M",
-    "## What to expect on the real data (from the paper)",
-]
+# A --quick run's results.json (its Markdown is checked for structure, not against a copy).
+QUICK_SUMMARY = Path(__file__).resolve().parent / "data" / "results.json"
+RESULTS_MD = BENCHMARKS.parent / "docs" / "results.md"
 
 
 def _fake_results() -> list[dict[str, Any]]:
@@ -190,24 +181,34 @@ def test_render_markdown() -> None:
     assert "88,889,378" in text
     assert "| video-moe (2 mixtures) | 400 |" in text
     assert "1 of these 1 rows match the paper within 0.5%" in text
-    assert "$" not in text  # every placeholder of the template was filled
     assert "Library:" not in text and "CPU time" not in text and "smoke run" not in text
 
 
 def test_render_structure() -> None:
-    """The sections in order, one blank line around each, and every table rectangular."""
-    text = render_markdown(_summary())
-    assert [line for line in text.splitlines() if line.startswith("## ")] == SECTIONS
+    """The sections in order, one blank line around each heading, every table's columns, rows
+    and figures; the findings as a list."""
+    summary = _summary()
+    text = render_markdown(summary)
     assert text.startswith("# Results: ") and text.endswith(".\n")
-    assert "\n\n\n" not in text
-    for heading in SECTIONS:
-        assert f"\n\n{heading}\n\n" in text
-    tables = re.findall(r"(?m)(?:^\|.*\|\n)+", text)
-    assert len(tables) == 7  # Table 1, Fig. 6, Tables 2-3, parameters, real data, paper's 1 and 2
-    for table in tables:
-        lines = table.splitlines()
-        assert re.fullmatch(r"\|(-{3}:?\|)+", lines[1]), lines[1]
-        assert {line.count(" | ") for line in lines[2:]} == {lines[0].count(" | ")}, lines[0]
+    check_layout(text)
+    check_sections(text, main_sections(epochs=FULL.epochs, params=1))
+    verdicts = [f"- {s}: **{v}**." for s, v in summary["findings"]]
+    assert f"## Findings\n\n{chr(10).join(verdicts)}\n\nA comparison" in text
+
+
+def test_render_structure_fails_on_a_wrong_table() -> None:
+    """The structure check catches a missing row, a renamed column and a figure not a number."""
+    text = render_markdown(_summary())
+    expected = main_sections(epochs=FULL.epochs, params=1)
+    broken = [
+        text.replace("| mean pool (512H, SE gating) |", "| x |\n| y |"),  # a row too many
+        text.replace("| paper's formula |", "| formula |"),
+        text.replace("| 88,889,378 |", "| 88889378.0 |"),
+        text.replace("## Findings", "## Results"),
+    ]
+    for page in broken:
+        with pytest.raises(AssertionError):
+            check_sections(page, expected)
 
 
 def test_render_optional_paragraphs() -> None:
@@ -221,6 +222,7 @@ def test_render_optional_paragraphs() -> None:
     assert "(1.62 cores busy on average); on 2 otherwise idle cores" in text
     assert "**This is a `--quick` smoke run**" in text
     assert "\n\n_(closing note: see the findings above)_\n\n" in text
+    check_layout(text)
 
 
 def test_render_without_curves_or_findings() -> None:
@@ -230,9 +232,11 @@ def test_render_without_curves_or_findings() -> None:
         entry.pop("curves", None)
     summary["findings"] = []
     text = render_markdown(summary)
-    assert "| epoch |" not in text and "(Training GAP: mean over" not in text
+    assert "(Training GAP: mean over" not in text
+    check_layout(text)
+    check_sections(text, main_sections(epochs=None, params=1))
     assert "`eval/gap`).\n\n## Tables 2 and 3" in text
-    assert "## Findings\n\n\nA comparison of two models" in text  # as the single script had it
+    assert "## Findings\n\nA comparison of two models" in text
 
 
 def test_render_without_real_data() -> None:
@@ -240,25 +244,43 @@ def test_render_without_real_data() -> None:
     for key in ("video-logistic", "video-moe"):
         del summary["rows"][key]
     summary["real_data_note"] = "no YouTube-8M video-level records in /nowhere"
-    assert "Skipped: no YouTube-8M video-level records in /nowhere." in (render_markdown(summary))
+    text = render_markdown(summary)
+    assert "Skipped: no YouTube-8M video-level records in /nowhere." in text
+    check_sections(text, main_sections(epochs=FULL.epochs, params=1, real=0))
 
 
-def test_template_fill() -> None:
-    blocks = template_blocks()
-    assert "page" in blocks and all(lines and lines[-1] for lines in blocks.values())
-    assert fill("real_data_skipped", note="x") == ["Skipped: x."]
-    assert fill("epoch_table", table=[])[0] == ""  # an empty block takes no line
-    assert fill("epoch_table", table=["| a |", "|---|"])[:2] == ["| a |", "|---|"]
-    with pytest.raises(KeyError):
-        fill("source")
+def test_markdown_blocks() -> None:
+    """Blocks one blank line apart, none for an empty one; a table's rule from its alignment."""
+    assert join("a", None, [], "", ["b", "c"]) == "a\n\nb\nc"
+    assert table(["x", "y"], "lr", ["| 1 | 2 |"]) == ["| x | y |", "|---|---:|", "| 1 | 2 |"]
 
 
-def test_quick_run_renders_as_before() -> None:
-    """The stored quick run renders exactly as the single script rendered it."""
+def _quick_page() -> str:
     summary = json.loads(QUICK_SUMMARY.read_text())
     summary["findings"] = findings(summary["rows"])
     summary["closing_note"] = closing_note(summary["rows"], summary["findings"])
-    assert render_markdown(summary) == QUICK_MARKDOWN.read_text()
+    return render_markdown(summary)
+
+
+def test_quick_run_renders_deterministically() -> None:
+    """The stored quick run renders the same page twice, with the page's structure."""
+    text = _quick_page()
+    assert text == _quick_page()
+    check_layout(text)
+    check_sections(text, main_sections(epochs=2))
+    assert "**This is a `--quick` smoke run**" in text
+
+
+def test_committed_page_structure() -> None:
+    """docs/results.md has the structure the renderer writes: the main sections, then the
+    segment part's between its markers."""
+    page = RESULTS_MD.read_text(encoding="utf-8")
+    check_layout(page)
+    section = check_markers(page)
+    main, _, rest = page.partition(section)
+    assert main.endswith("\n\n") and rest == "\n"
+    check_sections(main[:-1], main_sections())
+    check_sections(section, segment_sections())
 
 
 def test_plot(tmp_path: Path) -> None:
@@ -288,7 +310,7 @@ def test_command_runs_from_any_folder(tmp_path: Path) -> None:
     run = [sys.executable, str(BENCHMARKS / "reproduce"), "--render-only"]
     run += ["--out-dir", str(tmp_path), "--docs-dir", "docs"]
     subprocess.run(run, cwd=tmp_path, check=True, capture_output=True, timeout=120)
-    assert (tmp_path / "docs" / "results.md").read_text() == QUICK_MARKDOWN.read_text()
+    assert (tmp_path / "docs" / "results.md").read_text() == _quick_page()
     helped = subprocess.run(
         [sys.executable, "-m", "benchmarks.reproduce", "--help"],
         cwd=BENCHMARKS.parent,
@@ -298,3 +320,77 @@ def test_command_runs_from_any_folder(tmp_path: Path) -> None:
         timeout=120,
     )
     assert helped.stdout.startswith(f"usage: {COMMAND} ")
+
+
+def test_job_commands_are_the_runs_options(tmp_path: Path) -> None:
+    """Each job's `nextvlad train` command, parsed by nextvlad's own parser, gives the options
+    the rows and the plan call for (the in-process runs of before took these as TrainOptions)."""
+    from nextvlad.cli import build_parser
+    from nextvlad.cli.train import train_options
+
+    data = {"train": "T/*.tfrecord", "eval": "E/*.tfrecord"}
+    real = tmp_path / "real"
+    jobs = make_jobs(FULL, tmp_path, data, real)
+    assert len(jobs) == FULL.seeds * (len(TABLE1) + len(MIXTURES)) + len(REAL)
+    by = {(j.row.key, j.seed): j for j in jobs}
+    for job in jobs:
+        options = train_options(build_parser().parse_args(job.command))
+        assert options.preset == job.row.preset and options.out == str(job.out)
+        assert options.eval_data == [job.eval_data] and options.batch_size == job.batch_size
+        assert (options.device, options.num_workers, options.progress) == ("cpu", 0, False)
+        assert options.checkpoint_every == 10**9 and options.seed == job.seed
+    random = train_options(build_parser().parse_args(by[("netvlad-random", 2)].command))
+    assert random.model_overrides == {
+        "num_clusters": 64,
+        "hidden_size": 256,
+        "num_classes": FULL.classes,
+        "sample_frames": FULL.max_frames,
+    }
+    assert (random.epochs, random.learning_rate, random.eigenvals) == (5, 1e-3, "none")
+    assert random.eval_every == FULL.steps_per_epoch and random.log_every == 1
+    assert train_options(build_parser().parse_args(by[("mix3-t0", 0)].command)).distill_weight == 0
+    assert train_options(build_parser().parse_args(by[("mix3-t3", 0)].command)).eval_every == 0
+    moe = train_options(build_parser().parse_args(by[("video-moe", 0)].command))
+    assert moe.train_data == [str(real / FULL.real_train)] and moe.eigenvals is None
+    assert (moe.batch_size, moe.learning_rate, moe.l2_penalty) == (128, 0.03, 1e-8)
+    assert (moe.lr_decay, moe.lr_decay_examples, moe.log_every) == (0.95, 4_000_000, 10)
+
+
+def test_run_all_costliest_first_results_in_order() -> None:
+    """One worker: the tasks start costliest first; the results come back in the given order."""
+    started: list[str] = []
+
+    def task(name: str) -> str:
+        started.append(name)
+        return name.upper()
+
+    work = [(1.0, partial(task, "a")), (3.0, partial(task, "b")), (2.0, partial(task, "c"))]
+    lines: list[str] = []
+    assert run_all(work, 1, lines.append, str) == ["A", "B", "C"]
+    assert started == ["b", "c", "a"]
+    assert lines[0].startswith("[1/3] B; ") and lines[-1].startswith("[3/3] A; ")
+
+
+def test_run_all_stops_at_a_failure() -> None:
+    """A failed task is raised; the tasks queued behind it never start."""
+    started: list[int] = []
+
+    def task(i: int) -> int:
+        started.append(i)
+        if i == 0:
+            raise RuntimeError("`nextvlad train` exited 1")
+        return i
+
+    work = [(10.0 - i, partial(task, i)) for i in range(4)]
+    with pytest.raises(RuntimeError, match="exited 1"):
+        run_all(work, 1, lambda _: None, str)
+    assert started == [0]
+
+
+def test_nextvlad_failure_names_the_command(tmp_path: Path) -> None:
+    """A `nextvlad` command that fails stops the part with its command line and its log's end."""
+    log = tmp_path / "run.log"
+    args = ["eval", "--checkpoint", str(tmp_path / "none"), "--data", "x.tfrecord"]
+    with pytest.raises(RuntimeError, match=r"`nextvlad eval --checkpoint .*` exited 2") as err:
+        nextvlad(args, 1, log)
+    assert log.read_text().strip().splitlines()[-1] in str(err.value)

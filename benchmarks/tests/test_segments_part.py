@@ -5,13 +5,15 @@ exercised by `python benchmarks/reproduce --part segments --quick`)."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _structure import check_layout, check_markers, check_sections, segment_sections
 
 from reproduce.cli import main
+from reproduce.markdown import BEGIN, END, compose, extract_section, insert_section
+from reproduce.report import render_markdown
 from reproduce.segments import (
     ARMS,
     SEGMENTS_FULL,
@@ -21,16 +23,20 @@ from reproduce.segments import (
     summarize,
     train_command,
 )
-from reproduce.segments_report import (
-    BEGIN,
-    END,
-    carry_section,
-    extract_section,
-    insert_section,
-    render_section,
-)
+from reproduce.segments_report import render_section
+from reproduce.summary import closing_note, findings
 
 DATA = Path(__file__).resolve().parent / "data"
+
+
+def _main_page() -> str:
+    """The main part's page of the stored quick run."""
+    summary = json.loads((DATA / "results.json").read_text())
+    summary["findings"] = findings(summary["rows"])
+    summary["closing_note"] = closing_note(summary["rows"], summary["findings"])
+    return render_markdown(summary)
+
+
 MAPS = {"video": 0.90, "finetune": 0.95, "mix-video": 0.91, "mix-finetune": 0.97}
 
 
@@ -95,7 +101,9 @@ def test_summary_and_differences() -> None:
 def test_render_section() -> None:
     text = render_section(_summary())
     assert text.startswith(BEGIN + "\n\n## The 2019 segment task") and text.endswith(END)
-    assert "$" not in text and "\n\n\n" not in text
+    check_layout(text)
+    assert check_markers("x\n\n" + text) == text
+    check_sections(text, segment_sections())
     assert "| NeXtVLAD fine-tuned − NeXtVLAD as is | +0.0400 ± 0.0100 |" in text
     assert "| 0.9100 ± 0.0100 | 0.9000, 0.9100, 0.9200 |" in text
     assert "12 min 34 s" in text
@@ -103,17 +111,13 @@ def test_render_section() -> None:
     assert "--segment-classes segment_label_ids.csv --top-k 1000 --out submission.csv" in text
     assert "not measured here" in text and "0.77-0.80" in text
     assert "Fine-tuning changes NeXtVLAD's MAP@100K by +0.0400, up on 3 of 3 seeds" in text
-    tables = re.findall(r"(?m)(?:^\|.*\|\n)+", text)
-    assert len(tables) == 2
-    for table in tables:
-        lines = table.splitlines()
-        assert {line.count(" | ") for line in lines[2:]} == {lines[0].count(" | ")}
     one = render_section(_summary(seeds=1))
     assert "| +0.0500 | +0.0500 |" in one  # one seed: no spread
+    check_sections(one, segment_sections())
 
 
 def test_markers_replace_only_the_section() -> None:
-    page = (DATA / "quick_results.md").read_text()
+    page = _main_page()
     first = insert_section(page, render_section(_summary()))
     assert first.startswith(page) and first.endswith(END + "\n")  # added after a blank line
     assert first[len(page) :].startswith("\n" + BEGIN)
@@ -121,8 +125,9 @@ def test_markers_replace_only_the_section() -> None:
     assert again.startswith(page) and again != first  # only the section changed
     assert extract_section(again) == render_section(_summary(seeds=1))
     # a rerun of the main part keeps the section; a page without one is left as it comes
-    assert carry_section(first, page) == first
-    assert carry_section(page, page) == page and carry_section(None, page) == page
+    assert compose(first, main=page) == first
+    assert compose(page, main=page) == page and compose(None, main=page) == page
+    assert compose(None, section="s") == "s\n"
     with pytest.raises(ValueError):
         insert_section(page + BEGIN, "x")
 
@@ -132,7 +137,7 @@ def test_render_only_keeps_the_page(tmp_path: Path) -> None:
     `--render-only` rewrites its page and keeps the section."""
     (tmp_path / "segments.json").write_text(json.dumps(_summary()))
     (tmp_path / "results.json").write_text((DATA / "results.json").read_text())
-    page = (DATA / "quick_results.md").read_text()
+    page = _main_page()
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "results.md").write_text(page)

@@ -52,8 +52,8 @@ def ref_mel_matrix(num_mel_bins, num_spectrogram_bins, audio_sample_rate, lower,
 
 def ref_log_mel(data: np.ndarray) -> np.ndarray:
     sample_rate = 16000
-    window_length_samples = int(round(sample_rate * 0.025))
-    hop_length_samples = int(round(sample_rate * 0.010))
+    window_length_samples = round(sample_rate * 0.025)
+    hop_length_samples = round(sample_rate * 0.010)
     fft_length = 2 ** int(np.ceil(np.log(window_length_samples) / np.log(2.0)))
     spectrogram = ref_stft_magnitude(data, fft_length, hop_length_samples, window_length_samples)
     matrix = ref_mel_matrix(64, spectrogram.shape[1], sample_rate, 125.0, 7500.0)
@@ -62,8 +62,8 @@ def ref_log_mel(data: np.ndarray) -> np.ndarray:
 
 def ref_examples(data: np.ndarray, hop_seconds: float) -> np.ndarray:
     log_mel = ref_log_mel(data)
-    window = int(round(0.96 * 100.0))
-    hop = int(round(hop_seconds * 100.0))
+    window = round(0.96 * 100.0)
+    hop = round(hop_seconds * 100.0)
     return ref_frame(log_mel, window, hop)
 
 

@@ -159,9 +159,10 @@ def _values(proto: memoryview, dtype: int, count: int) -> np.ndarray:
     if ints:
         chunks.append(np.array(ints, np.int64))
     flat = np.concatenate(chunks) if len(chunks) > 1 else (chunks[0] if chunks else None)
-    if flat is None or flat.size != count:
-        got = 0 if flat is None else flat.size
-        raise WireError(f"{got} values where the shape holds {count}")
+    if flat is None:
+        flat = np.zeros(0, np_dtype)
+    if flat.size != count:
+        raise WireError(f"{flat.size} values where the shape holds {count}")
     if number == 13:  # half_val: the bits of each float16 in an int32
         return flat.astype("<u2").view(np.float16)
     return flat.astype(np_dtype, copy=False)

@@ -97,6 +97,40 @@ def test_round_trip_of_dtypes_and_shapes(tmp_path):
         np.testing.assert_array_equal(back[name], value)
 
 
+def test_v2_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    tensors = {
+        "vggish/conv1/weights": rng.standard_normal((3, 3, 1, 64)).astype(np.float32),
+        "global_step": np.int64(9),
+        "d": rng.standard_normal((2, 5)),
+        "empty": np.zeros((0,), np.float32),
+    }
+    tfc.write_v2_checkpoint(tmp_path / "model", tensors)
+    assert {p.name for p in tmp_path.iterdir()} == {"model.index", "model.data-00000-of-00001"}
+    for given in ("model", "model.index"):
+        back = tfc.read_checkpoint(tmp_path / given)
+        assert set(back) == set(tensors)
+        for name, value in tensors.items():
+            assert (
+                back[name].shape == np.shape(value) and back[name].dtype == np.asarray(value).dtype
+            )
+            np.testing.assert_array_equal(back[name], value)
+
+
+def test_v2_checksum_and_missing_data_are_refused(tmp_path):
+    tfc.write_v2_checkpoint(tmp_path / "m", {"w": np.arange(50, dtype=np.float32)})
+    data = tmp_path / "m.data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    raw[10] ^= 1
+    data.write_bytes(bytes(raw))
+    ckpt = tfc.TFCheckpoint.open(tmp_path / "m")
+    with pytest.raises(tfc.CheckpointFormatError, match="'w': checksum"):
+        ckpt.get("w")
+    data.unlink()
+    with pytest.raises(tfc.CheckpointFormatError, match=r"data file .* missing"):
+        tfc.TFCheckpoint.open(tmp_path / "m").get("w")
+
+
 def test_many_entries_and_blocks(tmp_path):
     # > 16 entries (restart points), values over the 256 KiB block size (several data blocks),
     # names sharing long prefixes (prefix compression).
@@ -390,6 +424,9 @@ def test_tf_writes_what_we_write(tf_run, tmp_path):
     small = _tf_small(out)
     tfc.write_v1_checkpoint(ours, small)
     assert ours.read_bytes() == (out / "tf_v1.ckpt").read_bytes()
+    tfc.write_v2_checkpoint(tmp_path / "v2", small)
+    for suffix in (".index", ".data-00000-of-00001"):
+        assert (tmp_path / f"v2{suffix}").read_bytes() == (out / f"tf_v2{suffix}").read_bytes()
 
 
 def _tf_small(out: Path) -> dict[str, np.ndarray]:

@@ -49,7 +49,13 @@ from nextvlad.data._wire import to_int64 as _int64
 from nextvlad.data.tfrecord import masked_crc32c
 from nextvlad.extract._table import is_table, read_table, write_table
 
-__all__ = ["CheckpointFormatError", "TFCheckpoint", "read_checkpoint", "write_v1_checkpoint"]
+__all__ = [
+    "CheckpointFormatError",
+    "TFCheckpoint",
+    "read_checkpoint",
+    "write_v1_checkpoint",
+    "write_v2_checkpoint",
+]
 
 # DataType enum (tensorflow/core/framework/types.proto) -> NumPy dtype, and the TensorProto
 # field V1 stores such values in.
@@ -372,7 +378,7 @@ def read_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Writing (V1, as TF's Save op writes it; used by the tests' factories)
+# Writing (as TF's Save and SaveV2 ops write; used by the tests' factories)
 
 
 def _ordered_num(value: int) -> bytes:
@@ -464,3 +470,31 @@ def write_v1_checkpoint(path: str | Path, tensors: Mapping[str, np.ndarray]) -> 
     entries += sorted(data, key=lambda entry: entry[0])
     with open(path, "wb") as file:
         write_table(file, entries)
+
+
+def write_v2_checkpoint(prefix: str | Path, tensors: Mapping[str, np.ndarray]) -> None:
+    """Writes ``tensors`` as a V2 checkpoint: ``PREFIX.index`` and one data shard, the layout of
+    TF's ``BundleWriter`` (raw little-endian bytes, each with its masked CRC32C)."""
+    prefix = Path(prefix)
+    names = sorted(tensors)
+    entries: list[tuple[bytes, bytes]] = []
+    offset = 0
+    data_path = prefix.with_name(prefix.name + ".data-00000-of-00001")
+    with open(data_path, "wb") as data:
+        for name in names:
+            array = np.asarray(tensors[name])
+            if array.dtype not in _ENUM:
+                raise ValueError(f"{name}: dtype {array.dtype} is not written by this writer")
+            raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+            data.write(raw)
+            entry = b"\x08" + varint(_ENUM[array.dtype]) + len_field(2, _shape_proto(array.shape))
+            if offset:
+                entry += b"\x20" + varint(offset)
+            if raw:
+                entry += b"\x28" + varint(len(raw))
+            entry += b"\x35" + struct.pack("<I", masked_crc32c(raw))
+            entries.append((name.encode(), entry))
+            offset += len(raw)
+    header = b"\x08\x01" + len_field(3, b"\x08" + varint(_CHECKPOINT_VERSION))
+    with open(prefix.with_name(prefix.name + ".index"), "wb") as index:
+        write_table(index, [(b"", header), *entries])

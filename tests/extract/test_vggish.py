@@ -17,6 +17,7 @@ import torch
 
 from nextvlad.errors import UsageError
 from nextvlad.extract import _tf_checkpoint as tfc
+from nextvlad.extract import _tf_checkpoint_writer as tfw
 from nextvlad.extract.vggish import VGGISH_SHAPES, VGGishWeightsError, load_vggish
 from tests.extract._audio_fixtures import vggish_ckpt  # noqa: F401  (a session fixture)
 
@@ -60,7 +61,7 @@ def needs_tf(test):
 
 def test_writer_writes_the_bytes_tf_writes(tmp_path):
     path = tmp_path / "two.ckpt"
-    tfc.write_v1_checkpoint(path, TF_SAVED)
+    tfw.write_v1_checkpoint(path, TF_SAVED)
     assert path.read_bytes() == TF_SAVED_BYTES
 
 
@@ -87,7 +88,7 @@ def test_round_trip_of_dtypes_and_shapes(tmp_path):
         "global_step": np.int64(1234),
     }
     path = tmp_path / "many.ckpt"
-    tfc.write_v1_checkpoint(path, tensors)
+    tfw.write_v1_checkpoint(path, tensors)
     back = tfc.read_checkpoint(path)
     assert set(back) == set(tensors)
     for name, value in tensors.items():
@@ -105,9 +106,9 @@ def test_v2_round_trip(tmp_path):
         "d": rng.standard_normal((2, 5)),
         "empty": np.zeros((0,), np.float32),
     }
-    tfc.write_v2_checkpoint(tmp_path / "model", tensors)
+    tfw.write_v2_checkpoint(tmp_path / "model", tensors)
     assert {p.name for p in tmp_path.iterdir()} == {"model.index", "model.data-00000-of-00001"}
-    for given in ("model", "model.index"):
+    for given in ("model", "model.index", "model.data-00000-of-00001"):
         back = tfc.read_checkpoint(tmp_path / given)
         assert set(back) == set(tensors)
         for name, value in tensors.items():
@@ -118,7 +119,7 @@ def test_v2_round_trip(tmp_path):
 
 
 def test_v2_checksum_and_missing_data_are_refused(tmp_path):
-    tfc.write_v2_checkpoint(tmp_path / "m", {"w": np.arange(50, dtype=np.float32)})
+    tfw.write_v2_checkpoint(tmp_path / "m", {"w": np.arange(50, dtype=np.float32)})
     data = tmp_path / "m.data-00000-of-00001"
     raw = bytearray(data.read_bytes())
     raw[10] ^= 1
@@ -136,7 +137,7 @@ def test_many_entries_and_blocks(tmp_path):
     # names sharing long prefixes (prefix compression).
     tensors = {f"scope/layer_{i:03d}/weights": np.full(i * 2000, i, np.float32) for i in range(40)}
     path = tmp_path / "blocks.ckpt"
-    tfc.write_v1_checkpoint(path, tensors)
+    tfw.write_v1_checkpoint(path, tensors)
     back = tfc.read_checkpoint(path)
     assert list(back) == sorted(tensors)
     for name, value in tensors.items():
@@ -159,17 +160,17 @@ def test_many_entries_and_blocks(tmp_path):
     ],
 )
 def test_ordered_code_signed_numbers(value, encoded):
-    assert tfc._ordered_signed(value).hex() == encoded
+    assert tfw._ordered_signed(value).hex() == encoded
 
 
 def test_ordered_code_signed_numbers_sort_as_numbers():
     values = [-(2**63), -(2**40), -65, -64, -1, 0, 1, 63, 64, 8191, 8192, 2**40, 2**63 - 1]
-    codes = [tfc._ordered_signed(v) for v in values]
+    codes = [tfw._ordered_signed(v) for v in values]
     assert codes == sorted(codes)
 
 
 def test_ordered_code_strings_escape_zero_and_ff():
-    assert tfc._ordered_string(b"a\x00b\xffc") == b"a\x00\xffb\xff\x00c\x00\x01"
+    assert tfw._ordered_string(b"a\x00b\xffc") == b"a\x00\xffb\xff\x00c\x00\x01"
 
 
 def _corrupt(path: Path, offset: int) -> None:
@@ -180,7 +181,7 @@ def _corrupt(path: Path, offset: int) -> None:
 
 def test_a_flipped_byte_is_a_checksum_error(tmp_path):
     path = tmp_path / "c.ckpt"
-    tfc.write_v1_checkpoint(path, {"w": np.arange(1000, dtype=np.float32)})
+    tfw.write_v1_checkpoint(path, {"w": np.arange(1000, dtype=np.float32)})
     _corrupt(path, 2000)
     with pytest.raises(tfc.CheckpointFormatError, match="checksum"):
         tfc.TFCheckpoint.open(path)
@@ -189,7 +190,7 @@ def test_a_flipped_byte_is_a_checksum_error(tmp_path):
 @pytest.mark.parametrize("keep", [0, 10, 47, -1])
 def test_truncated_or_foreign_files_are_refused(tmp_path, keep):
     path = tmp_path / "t.ckpt"
-    tfc.write_v1_checkpoint(path, {"w": np.arange(100, dtype=np.float32)})
+    tfw.write_v1_checkpoint(path, {"w": np.arange(100, dtype=np.float32)})
     data = path.read_bytes()
     path.write_bytes(data[:keep] if keep >= 0 else b"not a checkpoint at all, " * 10)
     with pytest.raises(tfc.CheckpointFormatError):
@@ -284,7 +285,7 @@ def _partial_checkpoint(path: Path, **changes) -> Path:
                 tensors[name] = changes[name]
             break
         tensors[name] = np.zeros(shape, np.float32)
-    tfc.write_v1_checkpoint(path, tensors)
+    tfw.write_v1_checkpoint(path, tensors)
     return path
 
 
@@ -422,9 +423,9 @@ def test_tf_writes_what_we_write(tf_run, tmp_path):
     assert (out / "tf_two.ckpt").read_bytes() == TF_SAVED_BYTES
     ours = tmp_path / "v1.ckpt"
     small = _tf_small(out)
-    tfc.write_v1_checkpoint(ours, small)
+    tfw.write_v1_checkpoint(ours, small)
     assert ours.read_bytes() == (out / "tf_v1.ckpt").read_bytes()
-    tfc.write_v2_checkpoint(tmp_path / "v2", small)
+    tfw.write_v2_checkpoint(tmp_path / "v2", small)
     for suffix in (".index", ".data-00000-of-00001"):
         assert (tmp_path / f"v2{suffix}").read_bytes() == (out / f"tf_v2{suffix}").read_bytes()
 
@@ -458,13 +459,13 @@ def test_we_read_a_partitioned_tensor_tf_saved_in_slices(tf_run):
 
     keys = [k for k, _ in read_table((out / "tf_slices.ckpt").read_bytes())][1:]
     expected = [
-        tfc._ordered_num(0)
-        + tfc._ordered_string(b"p")
-        + tfc._ordered_num(2)
-        + tfc._ordered_signed(start)
-        + tfc._ordered_signed(length)
-        + tfc._ordered_signed(0)
-        + tfc._ordered_signed(-1)
+        tfw._ordered_num(0)
+        + tfw._ordered_string(b"p")
+        + tfw._ordered_num(2)
+        + tfw._ordered_signed(start)
+        + tfw._ordered_signed(length)
+        + tfw._ordered_signed(0)
+        + tfw._ordered_signed(-1)
         for start, length in [(0, 2500), (2500, 3000), (5500, 500)]
     ]
     assert keys == sorted(expected)

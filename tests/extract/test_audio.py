@@ -86,6 +86,14 @@ def test_channels_are_averaged(tmp_path):
         assert abs(spectrum[np.argmin(np.abs(freqs - hz))] - 0.2) < 0.02  # half of each
 
 
+def test_max_samples_decodes_a_prefix(tmp_path):
+    path = write_audio_file(tmp_path / "long.wav", seconds=3.0)
+    whole = decode_audio(path)
+    first = decode_audio(path, max_samples=5000)
+    assert whole is not None and first is not None and len(first) == 5000
+    np.testing.assert_array_equal(first, whole[:5000])
+
+
 def test_mono_8k_is_upsampled(tmp_path):
     path = write_audio_file(
         tmp_path / "m.wav", seconds=1.0, rate=8000, layout="mono", frequency=1000
@@ -272,6 +280,14 @@ def test_extract_a_file(extractor, tmp_path):
     wave = decode_audio(path)
     assert wave is not None
     np.testing.assert_array_equal(rows, extractor.features(wave))
+
+
+def test_extract_at_most_max_examples(extractor, tmp_path):
+    path = write_audio_file(tmp_path / "four.wav", seconds=4.0)
+    whole = extractor.extract(path)
+    two = extractor.extract(path, max_examples=2)
+    assert whole is not None and two is not None and len(whole) == 4
+    np.testing.assert_array_equal(two, whole[:2])
 
 
 def test_extract_without_audio_is_none(extractor, tmp_path):

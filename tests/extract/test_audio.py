@@ -117,6 +117,33 @@ def _video_only(path: Path) -> Path:
     return path
 
 
+def test_audio_beside_video(tmp_path):
+    path = tmp_path / "both.mp4"
+    rate = 44100
+    t = np.arange(2 * rate) / rate
+    wave = (0.5 * np.sin(2 * np.pi * 880 * t)).astype(np.float32)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=10)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        audio = container.add_stream("aac", rate=rate, layout="mono")
+        packets = []
+        for i in range(20):
+            image = np.full((32, 32, 3), 10 * i, np.uint8)
+            packets += video.encode(av.VideoFrame.from_ndarray(image, format="rgb24"))
+        for start in range(0, len(wave), 1024):
+            frame = av.AudioFrame.from_ndarray(
+                wave[None, start : start + 1024].copy(), format="fltp", layout="mono"
+            )
+            frame.sample_rate, frame.pts = rate, start
+            packets += audio.encode(frame)
+        packets += [*video.encode(None), *audio.encode(None)]
+        for packet in packets:
+            container.mux(packet)
+    decoded = decode_audio(path)
+    assert decoded is not None and abs(len(decoded) - 32000) <= 1200
+    assert abs(_peak_hz(decoded) - 880.0) < 2.0
+
+
 def test_no_audio_stream_is_none(tmp_path):
     assert decode_audio(_video_only(tmp_path / "v.mp4")) is None
 

@@ -224,10 +224,14 @@ def test_a_pickled_pca_file_is_refused(tmp_path):
         AudioPCA.load(path)
 
 
-@pytest.mark.parametrize("content", [b"", b"not a zip"])
+@pytest.mark.parametrize("content", [b"", b"not a zip", "npy"])
 def test_an_unreadable_pca_file_is_named(tmp_path, content):
     path = tmp_path / "junk.npz"
-    path.write_bytes(content)
+    if content == "npy":
+        with open(path, "wb") as file:
+            np.save(file, np.eye(128))
+    else:
+        path.write_bytes(content)
     with pytest.raises(AudioPCAError, match=r"junk\.npz"):
         AudioPCA.load(path)
 

@@ -129,8 +129,8 @@ def align_audio(rows: np.ndarray, n_frames: int) -> np.ndarray:
     Rows past the last rgb frame are cut (they describe no frame). Missing rows, which a video
     whose last second is partial has (its last rgb frame is taken, but 0.96 s of audio do not
     remain after it), repeat the last audio row: the nearest sound in time, where a PCA-mean
-    row (:data:`ZERO_AUDIO_BYTE`) would claim silence-like "no evidence" that YouTube-8M's
-    audio never shows for a video with sound. A track with no row at all is padded with
+    row (:data:`ZERO_AUDIO_BYTE`, "an average sound") is a value YouTube-8M's audio never
+    shows for a video with sound. A track with no row at all is padded with
     :data:`ZERO_AUDIO_BYTE` (0.0 for float rows), as a video without audio is.
     """
     if len(rows) >= n_frames:
@@ -158,7 +158,10 @@ class AudioPCA:
             AudioPCAError: unreadable, a key missing, or a shape not VGGish's.
         """
         try:
-            with np.load(path, allow_pickle=False) as npz:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):  # a lone .npy array
+                raise AudioPCAError(f"{path}: not a VGGish PCA file (an .npy, not an .npz)")
+            with loaded as npz:
                 missing = [key for key in (PCA_EIGEN_VECTORS, PCA_MEANS) if key not in npz]
                 if missing:
                     raise AudioPCAError(f"{path}: not a VGGish PCA file: {missing[0]} missing")

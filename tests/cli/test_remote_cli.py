@@ -13,10 +13,10 @@ pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
 import fsspec
+from benchmarks._loopback import s3_environ, s3_server, upload
 
 from nextvlad.data.synth import SynthConfig, write_synthetic
 from tests.cli.conftest import TINY, run_cli
-from tests.remote_servers import s3_environ, s3_server, upload
 
 SMALL = SynthConfig(25, min_frames=8, max_frames=16, min_run=1, max_run=3)
 

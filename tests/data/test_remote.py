@@ -17,6 +17,7 @@ pytest.importorskip("boto3")
 
 import fsspec
 import s3fs
+from benchmarks._loopback import http_server, s3_environ, s3_server, upload
 
 from nextvlad.data import (
     CorruptRecordError,
@@ -33,7 +34,6 @@ from nextvlad.data.remote import RemoteReadError, RemoteSettings, RemoteShard
 from nextvlad.data.synth import SynthConfig
 from nextvlad.data.tfrecord import HEADER_SIZE, iter_records
 from nextvlad.errors import ConfigError
-from tests.remote_servers import http_server, s3_environ, s3_server, upload
 
 BUCKET = "yt8m"
 SHORT = SynthConfig(25, min_frames=8, max_frames=16, min_run=1, max_run=3)

@@ -15,11 +15,11 @@ pytest.importorskip("fsspec")
 pytest.importorskip("aiohttp")
 
 import crc32c
+from benchmarks._loopback import http_server
 
 from nextvlad.data import read_videos, remote_cache, write_synthetic
 from nextvlad.data.remote_cache import cached_path
 from nextvlad.data.synth import SynthConfig
-from tests.remote_servers import http_server
 
 SHORT = SynthConfig(25, min_frames=8, max_frames=16, min_run=1, max_run=3)
 

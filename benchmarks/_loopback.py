@@ -22,6 +22,7 @@ variables meanwhile, for DataLoader workers); :func:`s3_environ` gives the varia
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import http.server
 import os
 import threading
@@ -242,6 +243,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if state.ranges:
             self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(end - start))
+        stat = target.stat()  # the validators real servers send, that fsspec reports
+        self.send_header("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True))
+        self.send_header("ETag", f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"')
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
         if fault == "close":

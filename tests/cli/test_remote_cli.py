@@ -80,3 +80,18 @@ def test_inspect_train_eval_and_predict_from_s3_as_from_local(
 def test_a_missing_bucket_object_is_a_usage_error(data: dict[str, str], tmp_path: Path) -> None:
     code, _, err = run_cli(["inspect", "s3://yt8m/train/none*.tfrecord"])
     assert code == 2 and "no files match 's3://yt8m/train/none*.tfrecord'" in err
+
+
+def test_run_json_never_records_a_signed_urls_query(tmp_path: Path) -> None:
+    from nextvlad.training.options import TrainOptions
+
+    signed = "https://127.0.0.1:8443/yt8m/train.tfrecord?X-Amz-Signature=SECRET&key=SECRET"
+    options = TrainOptions(
+        preset="nextvlad-8g-16k-256h", train_data=[signed], eval_data=[signed], out="run",
+        epochs=1,
+    )  # fmt: skip
+    options.save(tmp_path / "run.json")
+    text = (tmp_path / "run.json").read_text()
+    assert "SECRET" not in text
+    assert "https://127.0.0.1:8443/yt8m/train.tfrecord?REDACTED" in text
+    assert options.train_data == [signed]  # still read with its signature

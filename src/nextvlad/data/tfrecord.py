@@ -26,8 +26,8 @@ import numpy as np
 
 from nextvlad.data._pool import BufferPool
 from nextvlad.data.errors import CorruptRecordError, NoDataFilesError
-from nextvlad.data.remote import RemoteReadError, RemoteShard, is_remote, local_path
-from nextvlad.data.remote_cache import CachedCopy, open_remote, read_remote_instead
+from nextvlad.data.remote import RemoteReadError, RemoteShard, is_remote, local_path, redact_url
+from nextvlad.data.remote_cache import CachedCopy, check_copy, open_remote
 
 __all__ = [
     "HEADER_SIZE",
@@ -134,15 +134,17 @@ def iter_records(
     """
     name = os.fspath(path)
     f, size = _open(name)
+    shown = redact_url(name)  # what errors name: no signature or token
     offset = index = 0
     try:
         while offset < size:
             wanted = want is None or want(index)
-            where = _Where(name, index, offset)
+            where = _Where(shown, index, offset)
             framed = _read_header(f, where, size)
             if isinstance(framed, CorruptRecordError) and isinstance(f, CachedCopy):
-                f = read_remote_instead(f, offset, framed.reason)
-                continue  # the same record again, from the object
+                f = check_copy(f, offset, offset + HEADER_SIZE, framed.reason)
+                if not isinstance(f, CachedCopy):
+                    continue  # the same record again, from the object
             if isinstance(framed, CorruptRecordError):
                 if wanted:
                     yield framed
@@ -155,8 +157,9 @@ def iter_records(
                 continue
             item = _read_data(f, where, length, verify=verify, recycle=recycle)
             if isinstance(item, CorruptRecordError) and isinstance(f, CachedCopy):
-                f = read_remote_instead(f, offset, item.reason)
-                continue
+                f = check_copy(f, offset, end, item.reason)
+                if not isinstance(f, CachedCopy):
+                    continue  # the same record again, from the object
             yield item
             if isinstance(item, CorruptRecordError) and item.ends_file:
                 return

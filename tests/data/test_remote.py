@@ -201,6 +201,20 @@ def test_http_connection_closed_mid_body_is_retried(local: list[str]) -> None:
         assert server.gets > sum(-(-os.path.getsize(p) // 4096) for p in local)
 
 
+def test_a_server_that_ignores_range_is_read_whole_once(
+    local: list[str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``python -m http.server`` answers a Range request with 200 and the whole file."""
+    monkeypatch.setenv("NEXTVLAD_REMOTE_RETRIES", "1")
+    blocks = -(-os.path.getsize(local[0]) // 4096)
+    assert blocks > 4
+    with http_server(os.path.dirname(local[0]), ranges=False) as server:
+        assert video_tuples(urls(server, local[:1])) == video_tuples(local[:1])
+        statuses = [r.status for r in server.requests if r.method == "GET"]
+    assert set(statuses) == {200} and len(statuses) <= 1 + 3  # not one a block
+    assert "ignores Range" in caplog.text
+
+
 def test_http_missing_url_in_a_list(local: list[str]) -> None:
     with http_server(os.path.dirname(local[0])) as server:
         given = [*urls(server, local), server.url("gone.tfrecord")]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import logging
 import os
 import re
 import ssl
@@ -43,6 +44,8 @@ from nextvlad.data._urls import check_url, is_remote, local_path, redact_text, r
 from nextvlad.data._urls import scheme as _scheme
 from nextvlad.data.errors import DataError, NoDataFilesError
 from nextvlad.errors import ConfigError
+
+log = logging.getLogger("nextvlad.data")
 
 __all__ = [
     "ObjectInfo",
@@ -309,6 +312,7 @@ class RemoteShard(io.RawIOBase):
         self._ahead: dict[int, concurrent.futures.Future[bytes]] = {}
         self.bytes_fetched = 0
         self.retried = 0
+        self._whole: bytes | None = None  # the object, from a server that ignores Range
 
     # io.RawIOBase
 
@@ -371,13 +375,32 @@ class RemoteShard(io.RawIOBase):
     def _submit(self, index: int) -> concurrent.futures.Future[bytes]:
         start = index * self.settings.block_size
         end = min(start + self.settings.block_size, self.size)
+        if self._whole is not None:
+            done: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+            done.set_result(self._whole[start:end])
+            return done
         return self._pool.submit(self._fetch_with_retries, start, end)
+
+    def _whole_object(self, data: bytes) -> None:
+        """The server answered a range with the whole object (it ignores Range, as
+        ``python -m http.server``): keep it and read on from it."""
+        if self._whole is None:
+            self._whole = data
+            log.warning(
+                "%s: the server ignores Range requests (it sent the whole object, %d bytes, "
+                "for one block): read whole into memory instead of in blocks; serve the "
+                "shards with one that answers Range (206) to stream them",
+                redact_url(self.url), len(data),
+            )  # fmt: skip
 
     def _fetch_with_retries(self, start: int, end: int) -> bytes:
         def fetch() -> bytes:
             data = self._fetch(start, end)
             if not isinstance(data, bytes):  # fsspec gives bytes: no copy then
                 data = bytes(data)
+            if len(data) == self.size != end - start:
+                self._whole_object(data)
+                return data[start:end]
             if len(data) != end - start:
                 raise _ShortRead(f"short read: {len(data)} of {end - start} bytes")
             return data

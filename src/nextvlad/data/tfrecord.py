@@ -190,6 +190,9 @@ def _read_header(f: io.FileIO, where: _Where, size: int) -> tuple[int, int] | Co
     """(data length, end offset) of the record whose header starts at ``where``, or the error
     that ends the file (truncated header or record, length CRC mismatch)."""
     header = f.read(HEADER_SIZE)
+    first = where.offset == 0
+    if first and (len(header) < HEADER_SIZE or masked_crc32c(header[:8]) != header_crc(header)):
+        return _ends_file(_not_a_tfrecord(header), where)
     if len(header) < HEADER_SIZE:
         return _ends_file(
             f"truncated record header ({len(header)} of {HEADER_SIZE} bytes; file truncated?)",
@@ -208,6 +211,32 @@ def _read_header(f: io.FileIO, where: _Where, size: int) -> tuple[int, int] | Co
             where,
         )
     return length, end
+
+
+def header_crc(header: bytes) -> int:
+    """The length CRC stored in a full record header."""
+    return int(_HEADER.unpack(header)[1])
+
+
+def _not_a_tfrecord(head: bytes) -> str:
+    """Why a file whose first record header does not hold is no TFRecord file, from its
+    first bytes."""
+    if head.startswith(b"\x1f\x8b"):
+        return (
+            "not a TFRecord file: it is gzip-compressed (written with GZIP compression?): gunzip it"
+        )
+    try:
+        text = head.decode()
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(c.isprintable() or c.isspace() for c in text):
+        return f"not a TFRecord file: it starts with text ({text!r})"
+    if len(head) < HEADER_SIZE:
+        return f"not a TFRecord file: {len(head)} bytes, less than one record header"
+    return (
+        "not a TFRecord file: its first record's length CRC does not match (another format, "
+        "or a corrupt start)"
+    )
 
 
 def _read_data(

@@ -29,13 +29,14 @@ The cache folder (``--cache-dir``) is ``nextvlad.data.remote_cache``'s.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import io
 import logging
 import os
 import re
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,6 +53,7 @@ __all__ = [
     "RemoteReadError",
     "RemoteSettings",
     "RemoteShard",
+    "cache_dir_applied",
     "configure",
     "expand_remote",
     "file_size",
@@ -121,6 +123,23 @@ def configure(**settings: Any) -> None:
         else:
             os.environ[_ENV[name]] = str(value)
     RemoteSettings.from_env()  # refuse bad values now
+
+
+@contextlib.contextmanager
+def cache_dir_applied(folder: str | None) -> Iterator[None]:
+    """``--cache-dir``: ``NEXTVLAD_CACHE_DIR`` set to ``folder`` for the block (and the
+    DataLoader workers and ranks started in it), then as it was. The one place the option is
+    applied (the command line for every command, ``train()`` for its ``cache_dir``): nothing
+    happens for None, or when the variable holds ``folder`` already (an outer block set it)."""
+    before = os.environ.get(_ENV["cache_dir"])
+    if not folder or before == folder:
+        yield
+        return
+    configure(cache_dir=folder)
+    try:
+        yield
+    finally:
+        configure(cache_dir=before)
 
 
 def _filesystem(url: str) -> tuple[Any, str]:

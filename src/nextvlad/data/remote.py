@@ -200,17 +200,19 @@ def _unstrip(fs: Any, path: str, protocol: str) -> str:
 @dataclass(frozen=True)
 class ObjectInfo:
     """What a stat of a remote object gives: its size and its version (ETag, GCS generation,
-    S3 version id, modification time: whatever its filesystem reports; None if nothing)."""
+    modification time: whatever its filesystem reports; None if nothing)."""
 
     size: int
     version: str | None
 
 
 # The fields of fsspec's info() that change when an object is replaced: GCS (generation,
-# etag, updated), S3 (VersionId, ETag, LastModified), HTTP (ETag, Last-Modified), memory
-# and local (created, mtime).
-_VERSION_FIELDS = ("generation", "VersionId", "ETag", "etag", "LastModified", "Last-Modified",
-                   "updated", "mtime", "created")  # fmt: skip
+# etag, updated), S3 (ETag, LastModified), HTTP (ETag, Last-Modified), memory and local
+# (created, mtime). Only fields that a listing and a stat of the object both give (S3's
+# VersionId is in a stat only), so that a process that listed a glob and a worker that
+# stat'ed the object see one version.
+_VERSION_FIELDS = ("generation", "ETag", "etag", "LastModified", "Last-Modified", "updated",
+                   "mtime", "created")  # fmt: skip
 
 
 def object_info(url: str) -> ObjectInfo:
@@ -244,12 +246,14 @@ def _stat(fs: Any, path: str, url: str) -> dict[str, Any]:
     or 410 is taken as such, the rest (a refused connection, TLS against a plain-HTTP port,
     403) as the error it was."""
 
+    http = _scheme(url) in ("http", "https")
+
     def call() -> dict[str, Any]:
         try:
             return dict(fs.info(path))
         except FileNotFoundError as err:
             cause = err.__cause__
-            if cause is None or isinstance(cause, FileNotFoundError):
+            if not http or cause is None or isinstance(cause, FileNotFoundError):
                 raise
             if getattr(cause, "status", None) in (404, 410):
                 raise FileNotFoundError(str(err)) from None
@@ -260,7 +264,7 @@ def _stat(fs: Any, path: str, url: str) -> dict[str, Any]:
         return with_retries(call, f"{shown}: stat")
     except FileNotFoundError:
         hint = ""
-        if _scheme(url) in ("http", "https") and _GLOB.search(urlsplit(url).path):
+        if http and _GLOB.search(urlsplit(url).path):
             hint = " (HTTP has no listing, so globs are not expanded over http(s): give the URLs)"
         raise NoDataFilesError(f"no such file: {shown}{hint}") from None
 

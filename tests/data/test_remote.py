@@ -388,7 +388,9 @@ def test_signed_urls_are_read_but_their_query_is_never_written(
         assert resolve_files(url) == [url]  # read with its signature
         assert video_tuples([url]) == video_tuples(local[:1])
         assert video_tuples([url]) == video_tuples(local[:1])  # from the copy
-        errors = []
+        with pytest.raises(DataError, match="num_classes|class") as wrong:
+            list(read_videos([url], num_classes=1))  # a SchemaError located in the file
+        errors = [str(wrong.value)]
         for missing in (f"{server.url('gone.tfrecord')}?{query}", f"{server.url('*.tf')}?{query}"):
             with pytest.raises(NoDataFilesError) as info:
                 resolve_files(missing)
@@ -398,7 +400,7 @@ def test_signed_urls_are_read_but_their_query_is_never_written(
         with pytest.raises(RemoteReadError) as failed:
             list(read_videos([f"{server.url(name)}?{query}"]))
         errors.append(str(failed.value))
-    assert "gone.tfrecord" in errors[0] and "403" in errors[2]
+    assert "gone.tfrecord" in errors[1] and "403" in errors[3]
     assert not [e for e in errors if "SECRET" in e]
     written = sorted(cache.iterdir())
     assert [p.name for p in written if p.suffix == ".json"]  # the copy and its note

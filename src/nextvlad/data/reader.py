@@ -206,7 +206,7 @@ class _Reading:
                     owner=item.owner,
                 )
             except RecordError as err:
-                self._skip(err.located(path, item.index, item.offset))
+                self._skip(err.located(redact_url(path), item.index, item.offset))
                 continue
             self.stats.num_records += 1
             if self.pending:

@@ -388,7 +388,7 @@ def test_signed_urls_are_read_but_their_query_is_never_written(
         assert resolve_files(url) == [url]  # read with its signature
         assert video_tuples([url]) == video_tuples(local[:1])
         assert video_tuples([url]) == video_tuples(local[:1])  # from the copy
-        with pytest.raises(DataError, match="num_classes|class") as wrong:
+        with pytest.raises(DataError, match="class") as wrong:
             list(read_videos([url], num_classes=1))  # a SchemaError located in the file
         errors = [str(wrong.value)]
         for missing in (f"{server.url('gone.tfrecord')}?{query}", f"{server.url('*.tf')}?{query}"):

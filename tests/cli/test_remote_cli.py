@@ -4,6 +4,7 @@ user sets it: AWS_ENDPOINT_URL): the same results as from the local files."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +14,10 @@ pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
 import fsspec
+from benchmarks._loopback import s3_environ, s3_server, upload
 
 from nextvlad.data.synth import SynthConfig, write_synthetic
 from tests.cli.conftest import TINY, run_cli
-from tests.remote_servers import s3_environ, s3_server, upload
 
 SMALL = SynthConfig(25, min_frames=8, max_frames=16, min_run=1, max_run=3)
 
@@ -80,3 +81,41 @@ def test_inspect_train_eval_and_predict_from_s3_as_from_local(
 def test_a_missing_bucket_object_is_a_usage_error(data: dict[str, str], tmp_path: Path) -> None:
     code, _, err = run_cli(["inspect", "s3://yt8m/train/none*.tfrecord"])
     assert code == 2 and "no files match 's3://yt8m/train/none*.tfrecord'" in err
+
+
+def test_run_json_never_records_a_signed_urls_query(tmp_path: Path) -> None:
+    from nextvlad.training.options import TrainOptions
+
+    signed = "https://127.0.0.1:8443/yt8m/train.tfrecord?X-Amz-Signature=SECRET&key=SECRET"
+    options = TrainOptions(
+        preset="nextvlad-8g-16k-256h", train_data=[signed], eval_data=[signed], out="run",
+        epochs=1,
+    )  # fmt: skip
+    options.save(tmp_path / "run.json")
+    text = (tmp_path / "run.json").read_text()
+    assert "SECRET" not in text
+    assert "https://127.0.0.1:8443/yt8m/train.tfrecord?REDACTED" in text
+    assert options.train_data == [signed]  # still read with its signature
+
+
+def test_train_applies_cache_dir_once_and_restores_it(
+    data: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--cache-dir`` is applied in one place (``nextvlad.data.remote.cache_dir_applied``):
+    ``train()`` from Python sets it for the run (the cache fills) and leaves the process as it
+    was, as the command line does."""
+    from nextvlad.training import loop
+    from nextvlad.training.options import TrainOptions
+
+    monkeypatch.setenv("NEXTVLAD_CACHE_DIR", "")
+    monkeypatch.delenv("NEXTVLAD_CACHE_DIR")
+    cache = tmp_path / "cache"
+    options = TrainOptions(
+        preset="nextvlad-8g-16k-256h", train_data=[data["s3_train"]], out=str(tmp_path / "run"),
+        model_overrides={"num_clusters": 4, "hidden_size": 16, "num_classes": 25},
+        max_steps=2, batch_size=8, num_workers=0, progress=False, eigenvals="none",
+        cache_dir=str(cache), eval_every=0,
+    )  # fmt: skip
+    loop.train(options)
+    assert "NEXTVLAD_CACHE_DIR" not in os.environ  # as it was before
+    assert list(cache.glob("*.json"))  # the run used the cache

@@ -15,12 +15,12 @@ pytest.importorskip("moto")
 pytest.importorskip("boto3")
 
 import s3fs
+from benchmarks._loopback import s3_environ, s3_server, upload
 
 from nextvlad.data import write_synthetic
 from nextvlad.data.synth import SynthConfig
 from tests.cli.conftest import NUM_CLASSES, TINY, run_cli
 from tests.data.test_remote import flipped
-from tests.remote_servers import s3_environ, s3_server, upload
 
 BUCKET = "yt8m-cli"
 SHORT = SynthConfig(NUM_CLASSES, min_frames=8, max_frames=16, min_run=1, max_run=3)

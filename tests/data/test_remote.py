@@ -4,6 +4,7 @@ globs and lists, byte-identical reading in small blocks, retries, errors, order.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ pytest.importorskip("boto3")
 
 import fsspec
 import s3fs
+from benchmarks._loopback import http_server, s3_environ, s3_server, upload
 
 from nextvlad.data import (
     CorruptRecordError,
@@ -33,7 +35,6 @@ from nextvlad.data.remote import RemoteReadError, RemoteSettings, RemoteShard
 from nextvlad.data.synth import SynthConfig
 from nextvlad.data.tfrecord import HEADER_SIZE, iter_records
 from nextvlad.errors import ConfigError
-from tests.remote_servers import http_server, s3_environ, s3_server, upload
 
 BUCKET = "yt8m"
 SHORT = SynthConfig(25, min_frames=8, max_frames=16, min_run=1, max_run=3)
@@ -200,11 +201,56 @@ def test_http_connection_closed_mid_body_is_retried(local: list[str]) -> None:
         assert server.gets > sum(-(-os.path.getsize(p) // 4096) for p in local)
 
 
+def test_a_server_that_ignores_range_is_read_whole_once(
+    local: list[str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``python -m http.server`` answers a Range request with 200 and the whole file."""
+    monkeypatch.setenv("NEXTVLAD_REMOTE_RETRIES", "1")
+    blocks = -(-os.path.getsize(local[0]) // 4096)
+    assert blocks > 4
+    with http_server(os.path.dirname(local[0]), ranges=False) as server:
+        assert video_tuples(urls(server, local[:1])) == video_tuples(local[:1])
+        statuses = [r.status for r in server.requests if r.method == "GET"]
+    assert set(statuses) == {200} and len(statuses) <= 1 + 3  # not one a block
+    assert "ignores Range" in caplog.text
+
+
 def test_http_missing_url_in_a_list(local: list[str]) -> None:
     with http_server(os.path.dirname(local[0])) as server:
         given = [*urls(server, local), server.url("gone.tfrecord")]
         with pytest.raises(NoDataFilesError, match=r"gone\.tfrecord"):
             resolve_files(given)
+
+
+def test_http_glob_says_http_has_no_glob(local: list[str]) -> None:
+    with (
+        http_server(os.path.dirname(local[0])) as server,
+        pytest.raises(NoDataFilesError, match="HTTP has no listing"),
+    ):
+        resolve_files(server.url("synth-*.tfrecord"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_nothing_listening_is_retried_not_no_such_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEXTVLAD_REMOTE_RETRIES", "2")
+    url = f"http://127.0.0.1:{free_port()}/train.tfrecord"
+    with pytest.raises(RemoteReadError) as info:
+        resolve_files(url)
+    message = str(info.value)
+    assert url in message and "3 times" in message and "connect" in message.lower()
+
+
+def test_https_against_plain_http_says_so(local: list[str]) -> None:
+    with http_server(os.path.dirname(local[0])) as server:
+        url = server.url(os.path.basename(local[0])).replace("http://", "https://")
+        with pytest.raises(RemoteReadError, match="plain HTTP") as info:
+            resolve_files(url)
+        assert "times" not in str(info.value)  # not retried
 
 
 def test_http_forbidden_is_not_retried(local: list[str]) -> None:
@@ -295,17 +341,73 @@ def test_same_order_for_the_same_seed(s3: list[str], local: list[str], rank: int
 
 
 @pytest.mark.parametrize(
-    "url",
+    ("url", "shown"),
     [
-        "https://user:secret@127.0.0.1:9/train.tfrecord",
-        "https://127.0.0.1:9/train.tfrecord?X-Amz-Signature=secret&X-Amz-Credential=secret",
-        "s3://user:secret@yt8m/train.tfrecord",
+        ("https://user:secret@127.0.0.1:9/train.tfrecord", "https://127.0.0.1:9/train.tfrecord"),
+        ("s3://user:secret@yt8m/train.tfrecord", "s3://yt8m/train.tfrecord"),
     ],
 )
-def test_credentials_in_urls_are_refused(url: str) -> None:
-    with pytest.raises(ConfigError, match="credentials") as info:
+def test_a_user_or_password_in_a_url_is_refused(url: str, shown: str) -> None:
+    with pytest.raises(ConfigError, match="user or password") as info:
         resolve_files(url)
     assert "secret" not in str(info.value)
+    assert shown in str(info.value)  # the port kept
+
+
+SECRET_QUERIES = [
+    "key=SECRET",
+    "apikey=SECRET",
+    "token=SECRET",
+    "access_token=SECRET",
+    "sv=2020-08-04&sig=SECRET",
+    "signature=SECRET",
+    "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=SECRET&X-Amz-Signature=SECRET",
+    "X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=SECRET&X-Goog-Signature=SECRET",
+    "GoogleAccessId=SECRET&Expires=1&Signature=SECRET",
+]
+
+
+@pytest.mark.parametrize("query", SECRET_QUERIES)
+def test_redact_url_drops_every_credential_query(query: str) -> None:
+    url = f"https://127.0.0.1:8443/bucket/train.tfrecord?{query}"
+    assert remote.redact_url(url) == "https://127.0.0.1:8443/bucket/train.tfrecord?REDACTED"
+    plain = "https://127.0.0.1:8443/train.tfrecord?alt=media"
+    assert remote.redact_url(plain) == plain
+    assert remote.redact_url("/data/train?x.tfrecord") == "/data/train?x.tfrecord"
+
+
+@pytest.mark.parametrize("query", SECRET_QUERIES[:1] + SECRET_QUERIES[-3:])
+def test_signed_urls_are_read_but_their_query_is_never_written(
+    local: list[str], query: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NEXTVLAD_CACHE_DIR", str(cache))
+    name = os.path.basename(local[0])
+    with http_server(os.path.dirname(local[0])) as server:
+        url = f"{server.url(name)}?{query}"
+        assert resolve_files(url) == [url]  # read with its signature
+        assert video_tuples([url]) == video_tuples(local[:1])
+        assert video_tuples([url]) == video_tuples(local[:1])  # from the copy
+        with pytest.raises(DataError, match="class") as wrong:
+            list(read_videos([url], num_classes=1))  # a SchemaError located in the file
+        errors = [str(wrong.value)]
+        for missing in (f"{server.url('gone.tfrecord')}?{query}", f"{server.url('*.tf')}?{query}"):
+            with pytest.raises(NoDataFilesError) as info:
+                resolve_files(missing)
+            errors.append(str(info.value))
+    with http_server(os.path.dirname(local[0]), status_of={f"/{name}": 403}) as server:
+        monkeypatch.delenv("NEXTVLAD_CACHE_DIR")
+        with pytest.raises(RemoteReadError) as failed:
+            list(read_videos([f"{server.url(name)}?{query}"]))
+        errors.append(str(failed.value))
+    assert "gone.tfrecord" in errors[1] and "403" in errors[3]
+    assert not [e for e in errors if "SECRET" in e]
+    written = sorted(cache.iterdir())
+    assert [p.name for p in written if p.suffix == ".json"]  # the copy and its note
+    for path in written:
+        assert "SECRET" not in path.name
+    notes = [p.read_text() for p in written if p.suffix == ".json"]
+    assert notes and not [n for n in notes if "SECRET" in n]
 
 
 @pytest.mark.parametrize(
@@ -319,5 +421,6 @@ def test_missing_filesystem_package_names_the_extra(
         raise ImportError("No module named 'thefs'")
 
     monkeypatch.setattr(fsspec.core, "url_to_fs", no_package)
-    with pytest.raises(ConfigError, match=rf"nextvlad\[{extra}\]"):
+    with pytest.raises(ConfigError, match=rf"pip install -e '\.\[{extra}\]'") as info:
         resolve_files(url)
+    assert "nextvlad[" not in str(info.value)  # not on the package index

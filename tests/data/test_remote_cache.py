@@ -15,11 +15,12 @@ pytest.importorskip("fsspec")
 pytest.importorskip("aiohttp")
 
 import crc32c
+from benchmarks._loopback import http_server
 
-from nextvlad.data import read_videos, remote_cache, write_synthetic
+from nextvlad.data import CorruptRecordError, ReadStats, read_videos, remote_cache, write_synthetic
 from nextvlad.data.remote_cache import cached_path
 from nextvlad.data.synth import SynthConfig
-from tests.remote_servers import http_server
+from nextvlad.data.tfrecord import iter_records, write_records
 
 SHORT = SynthConfig(25, min_frames=8, max_frames=16, min_run=1, max_run=3)
 
@@ -138,3 +139,55 @@ def test_a_copy_rotted_on_disk_is_replaced_by_the_object(
         assert [(v.id, v.labels.tolist()) for v in read_videos([url])] == expected
         assert server.gets > 0 and "is corrupt at offset" in caplog.text
     assert not copy.exists()  # removed; the next whole read fills it again
+
+
+def test_a_corrupt_record_in_the_object_keeps_the_copy(
+    local: list[str], cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record that fails its CRC in the object itself: the copy is faithful (the record's
+    bytes re-read from the object match it), so it is kept and the record reported, epoch
+    after epoch, instead of the copy being removed every other epoch."""
+    from tests.data.test_remote import flipped
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "bad.tfrecord").write_bytes(flipped(local[0], 1))
+    expected = [v.id for v in read_videos([str(served / "bad.tfrecord")], skip_corrupt=True)]
+    with http_server(served) as server:
+        url = server.url("bad.tfrecord")
+        copy = Path(cached_path(str(cache), url))
+        for epoch in range(3):
+            server.reset()
+            stats = ReadStats()
+            got = [v.id for v in read_videos([url], skip_corrupt=True, stats=stats)]
+            assert got == expected and stats.num_corrupt == 1
+            assert stats.corrupt[0].index == 1 and stats.corrupt[0].path == url
+            assert copy.exists(), f"epoch {epoch}: the copy was removed"
+            if epoch:
+                gets = [r for r in server.requests if r.method == "GET"]
+                assert len(gets) == 1 and gets[0].range  # the bad record's bytes only
+        with pytest.raises(CorruptRecordError, match="record 1"):
+            list(read_videos([url]))
+    assert "removed" not in caplog.text
+
+
+def test_a_replaced_object_of_the_same_size_is_fetched_again(cache: Path, tmp_path: Path) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    path = served / "x.tfrecord"
+    write_records(path, [b"a" * 100, b"b" * 50])
+    with http_server(served) as server:
+        url = server.url("x.tfrecord")
+        assert [bytes(r.data) for r in iter_records(url)] == [b"a" * 100, b"b" * 50]
+        assert os.path.exists(cached_path(str(cache), url))
+        before = path.stat()
+        write_records(path, [b"c" * 100, b"d" * 50])  # same size, other contents
+        later = before.st_mtime_ns + 10**10
+        os.utime(path, ns=(later, later))
+        assert path.stat().st_size == before.st_size
+        server.reset()
+        assert [bytes(r.data) for r in iter_records(url)] == [b"c" * 100, b"d" * 50]
+        assert server.gets > 0
+        server.reset()
+        assert [bytes(r.data) for r in iter_records(url)] == [b"c" * 100, b"d" * 50]
+        assert server.gets == 0  # the new copy

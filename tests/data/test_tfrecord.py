@@ -105,3 +105,21 @@ def test_missing_file(tmp_path: Path) -> None:
         list(iter_records(tmp_path / "nope.tfrecord"))
     with pytest.raises(NoDataFilesError, match="directory"):
         list(iter_records(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        (b"id,labels\nabc,1 2 3\nxyz,4\n", "starts with text"),
+        (b"yes\n", "starts with text"),
+        (b"\x1f\x8b\x08\x00" + bytes(40), "gzip"),
+        (bytes(range(200, 256)) * 3, "not a TFRecord file"),
+    ],
+)
+def test_a_file_that_is_not_a_tfrecord_says_so(tmp_path: Path, data: bytes, said: str) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_bytes(data)
+    (err,) = list(iter_records(path))
+    assert isinstance(err, CorruptRecordError) and err.index == 0
+    message = str(err)
+    assert "not a TFRecord file" in message and said in message and str(path) in message

@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from nextvlad.errors import NextVLADError, UsageError, error_message
 
@@ -77,17 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-@contextlib.contextmanager
-def _cache_dir(folder: str | None) -> Iterator[None]:
+def _cache_dir(folder: str | None) -> contextlib.AbstractContextManager[None]:
     """``--cache-dir`` for the command (and the workers it starts), then as it was."""
     if not folder:
-        yield
-        return
-    from nextvlad.data.remote import configure
+        return contextlib.nullcontext()
+    from nextvlad.data.remote import cache_dir_applied
 
-    before = os.environ.get("NEXTVLAD_CACHE_DIR")
-    configure(cache_dir=folder)
-    try:
-        yield
-    finally:
-        configure(cache_dir=before)
+    return cache_dir_applied(folder)

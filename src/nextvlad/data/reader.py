@@ -5,12 +5,15 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import posixpath
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+from nextvlad.data._urls import REDACTED
 from nextvlad.data.errors import CorruptRecordError, NoDataFilesError, RecordError
-from nextvlad.data.remote import expand_remote, is_remote, local_path
+from nextvlad.data.remote import expand_remote, is_remote, local_path, redact_url
 from nextvlad.data.schema import FRAME_LEVEL, Schema, Video, decode_video
 from nextvlad.data.tfrecord import iter_records
 
@@ -19,6 +22,7 @@ __all__ = ["ReadStats", "read_videos", "resolve_files"]
 log = logging.getLogger("nextvlad.data")
 
 _GLOB_CHARS = frozenset("*?[")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 PathsLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
@@ -27,8 +31,10 @@ def resolve_files(files: PathsLike) -> list[str]:
     """Expands globs (sorted) and checks that every named file exists.
 
     ``files`` is one path, glob or URL (``gs://``, ``s3://``, ``https://``, ``file://``; see
-    ``nextvlad.data.remote``), or a list of them. Repeated files are kept once. ``file://``
-    URLs become plain paths; remote URLs stay URLs.
+    ``nextvlad.data.remote``), or a list of them. A file named twice, under any spelling (a
+    glob and its path, ``./x``, an absolute path, a link; URLs compared normalised: see
+    :func:`dedupe_key`), is kept once, where it first came, with a warning naming both.
+    ``file://`` URLs become plain paths; remote URLs stay URLs.
 
     Raises:
         NoDataFilesError: a glob that matches nothing, a path that does not exist or is a
@@ -57,7 +63,40 @@ def resolve_files(files: PathsLike) -> list[str]:
             raise NoDataFilesError(f"no such file: {name}")
         else:
             out.append(name)
-    return list(dict.fromkeys(out))
+    return _once(out)
+
+
+def _once(files: list[str]) -> list[str]:
+    """``files`` with each file kept where it first came; a warning for every repeat."""
+    first: dict[str, str] = {}
+    for name in files:
+        key = dedupe_key(name)
+        if key not in first:
+            first[key] = name
+            continue
+        seen = first[key]
+        also = "" if seen == name else f" is {redact_url(seen)}"
+        log.warning("data file given twice: %s%s (read once)", redact_url(name), also)
+    return list(first.values())
+
+
+def dedupe_key(name: str) -> str:
+    """What two spellings of one data file share: a local file's real path (links and
+    ``..`` resolved); for a URL its scheme and host lower-cased, the scheme's default port
+    dropped, dot segments of an http(s) path removed, and credentials in the query left out
+    (two signed URLs of one object are one file)."""
+    if not is_remote(name):
+        return os.path.realpath(local_path(name))
+    parts = urlsplit(redact_url(name))
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    netloc = host if port is None or _DEFAULT_PORTS.get(scheme) == port else f"{host}:{port}"
+    path = parts.path
+    if scheme in ("http", "https") and path:
+        path = posixpath.normpath(path) + ("/" if path.endswith("/") else "")
+    query = "" if parts.query == REDACTED else parts.query
+    return urlunsplit((scheme, netloc, path, query, ""))
 
 
 @dataclass
@@ -167,7 +206,7 @@ class _Reading:
                     owner=item.owner,
                 )
             except RecordError as err:
-                self._skip(err.located(path, item.index, item.offset))
+                self._skip(err.located(redact_url(path), item.index, item.offset))
                 continue
             self.stats.num_records += 1
             if self.pending:

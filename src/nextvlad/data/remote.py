@@ -13,9 +13,10 @@ a short read) is retried ``retries`` times (5) with exponential backoff from ``b
 seconds (0.5); then :class:`RemoteReadError` names the URL and the byte range (the TFRecord
 reader adds the record). A missing object or an empty glob is a ``NoDataFilesError`` naming
 it; a missing filesystem package an error naming the extra to install
-(``pip install 'nextvlad[s3]'``, ``[gcs]``, ``[http]``). Credentials are each filesystem's
-own (environment, config files, instance metadata): nothing of ours reads or logs them, and
-URLs with a user, a password or a signature or token in the query are refused.
+(``[s3]``, ``[gcs]``, ``[http]``). Credentials are each filesystem's own (environment,
+config files, instance metadata): nothing of ours reads or logs them. A URL with a user or
+password is refused; a signed URL or a key or token in the query is read, but only
+:func:`redact_url`'s form of it is ever written (errors, logs, run.json, the cache).
 
 Settings come from the environment, so that DataLoader workers and torchrun ranks share them
 (the CLI's ``--cache-dir`` sets ``NEXTVLAD_CACHE_DIR``; :func:`configure` sets them from
@@ -28,39 +29,45 @@ The cache folder (``--cache-dir``) is ``nextvlad.data.remote_cache``'s.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import io
+import logging
 import os
 import re
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from nextvlad.data._urls import check_url, is_remote, local_path, redact_text, redact_url
+from nextvlad.data._urls import scheme as _scheme
 from nextvlad.data.errors import DataError, NoDataFilesError
 from nextvlad.errors import ConfigError
 
+log = logging.getLogger("nextvlad.data")
+
 __all__ = [
+    "ObjectInfo",
     "RemoteReadError",
     "RemoteSettings",
     "RemoteShard",
+    "cache_dir_applied",
     "configure",
     "expand_remote",
     "file_size",
     "is_remote",
     "local_path",
+    "object_info",
+    "read_range",
+    "redact_url",
     "with_retries",
 ]
 
 _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "http": "http", "https": "http"}
 _PACKAGES = {"s3": "s3fs", "gcs": "gcsfs", "http": "aiohttp"}
 _GLOB = re.compile(r"[*?\[]")
-# Query parameters of signed URLs (S3's X-Amz-Signature / X-Amz-Credential, GCS's
-# X-Goog-Signature, Azure's sig) and tokens: secrets.
-_SECRET_QUERY = re.compile(
-    r"(?i)(^|&)(sig|signature|password|passwd|secret|[^=&]*token"
-    r"|x-[a-z]+-(signature|credential|security-token))="
-)
 _ENV = {
     "block_size": "NEXTVLAD_REMOTE_BLOCK_SIZE",
     "readahead": "NEXTVLAD_REMOTE_READAHEAD",
@@ -118,31 +125,27 @@ def configure(**settings: Any) -> None:
     RemoteSettings.from_env()  # refuse bad values now
 
 
-def _scheme(name: str) -> str:
-    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", name)
-    return match.group(1).lower() if match else ""
-
-
-def is_remote(name: str) -> bool:
-    """A URL of another scheme than ``file://``."""
-    return _scheme(name) not in ("", "file")
-
-
-def local_path(name: str) -> str:
-    """``file:///a/b`` -> ``/a/b``; anything else unchanged."""
-    return name[len("file://") :] if _scheme(name) == "file" else name
+@contextlib.contextmanager
+def cache_dir_applied(folder: str | None) -> Iterator[None]:
+    """``--cache-dir``: ``NEXTVLAD_CACHE_DIR`` set to ``folder`` for the block (and the
+    DataLoader workers and ranks started in it), then as it was. The one place the option is
+    applied (the command line for every command, ``train()`` for its ``cache_dir``): nothing
+    happens for None, or when the variable holds ``folder`` already (an outer block set it)."""
+    before = os.environ.get(_ENV["cache_dir"])
+    if not folder or before == folder:
+        yield
+        return
+    configure(cache_dir=folder)
+    try:
+        yield
+    finally:
+        configure(cache_dir=before)
 
 
 def _filesystem(url: str) -> tuple[Any, str]:
     """(fsspec filesystem, path within it) for ``url``, with a clear error for a missing
-    package or credentials in the URL."""
-    parts = urlsplit(url)
-    if parts.username or parts.password or _SECRET_QUERY.search(parts.query):
-        raise ConfigError(
-            f"{_redact(url)}: credentials in a data URL (a user, a password, a signature or "
-            "token in the query) are refused: they would reach logs and run.json; use the "
-            "filesystem's own configuration (environment, config file, instance role)"
-        )
+    package or a user or password in the URL."""
+    check_url(url)
     scheme = _scheme(url)
     try:
         import fsspec
@@ -150,38 +153,37 @@ def _filesystem(url: str) -> tuple[Any, str]:
         return fsspec.core.url_to_fs(url)
     except ImportError as err:
         extra = _EXTRAS.get(scheme)
-        hint = f"pip install 'nextvlad[{extra}]'" if extra else "install its fsspec package"
         package = _PACKAGES.get(extra or "", "a filesystem package")
-        raise ConfigError(f"{url}: reading {scheme}:// needs {package} ({hint}): {err}") from None
+        hint = (
+            f"pip install {package}, or nextvlad's [{extra}] extra: pip install -e '.[{extra}]' "
+            "in its clone"
+            if extra
+            else "install its fsspec package"
+        )
+        raise ConfigError(
+            f"{redact_url(url)}: reading {scheme}:// needs {package} ({hint}): {err}"
+        ) from None
     except ValueError as err:
-        raise ConfigError(f"{url}: {err}") from None
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}{parts.path}"
+        raise ConfigError(f"{redact_url(url)}: {err}") from None
 
 
 def expand_remote(pattern: str) -> list[str]:
     """The URLs of a remote path or glob (sorted), each checked to exist: an empty glob or a
-    missing object is a ``NoDataFilesError`` naming it. HTTP(S) URLs are never globs. Listing
-    and stat are retried as reads are."""
+    missing object is a ``NoDataFilesError`` naming it. HTTP(S) URLs are never globs (HTTP
+    has no listing). Listing and stat are retried as reads are."""
     fs, path = _filesystem(pattern)
     protocol = _scheme(pattern)
+    shown = redact_url(pattern)
     if protocol not in ("http", "https") and _GLOB.search(path):
-        listed = with_retries(lambda: fs.glob(path, detail=True), f"{pattern}: listing")
+        listed = with_retries(lambda: fs.glob(path, detail=True), f"{shown}: listing")
         found = sorted(p for p, info in listed.items() if _is_file(info))
         if not found:
-            raise NoDataFilesError(f"no files match {pattern!r}")
+            raise NoDataFilesError(f"no files match {shown!r}")
         return [_unstrip(fs, p, protocol) for p in found]
-    try:
-        info = with_retries(lambda: fs.info(path), f"{pattern}: stat")
-    except FileNotFoundError:
-        raise NoDataFilesError(f"no such file: {pattern}") from None
+    info = _stat(fs, path, pattern)
     if not _is_file(info):
         raise NoDataFilesError(
-            f"{pattern} is a directory; give files or a glob such as {pattern.rstrip('/')}/*.tfrecord"
+            f"{shown} is a directory; give files or a glob such as {shown.rstrip('/')}/*.tfrecord"
         )
     return [pattern]
 
@@ -195,15 +197,76 @@ def _unstrip(fs: Any, path: str, protocol: str) -> str:
     return full if _scheme(full) == protocol else f"{protocol}://{path}"
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a stat of a remote object gives: its size and its version (ETag, GCS generation,
+    modification time: whatever its filesystem reports; None if nothing)."""
+
+    size: int
+    version: str | None
+
+
+# The fields of fsspec's info() that change when an object is replaced: GCS (generation,
+# etag, updated), S3 (ETag, LastModified), HTTP (ETag, Last-Modified), memory and local
+# (created, mtime). Only fields that a listing and a stat of the object both give (S3's
+# VersionId is in a stat only), so that a process that listed a glob and a worker that
+# stat'ed the object see one version.
+_VERSION_FIELDS = ("generation", "ETag", "etag", "LastModified", "Last-Modified", "updated",
+                   "mtime", "created")  # fmt: skip
+
+
+def object_info(url: str) -> ObjectInfo:
+    """The size and version of a remote object (one stat, retried)."""
+    fs, path = _filesystem(url)
+    info = _stat(fs, path, url)
+    size = info.get("size")
+    if size is None:
+        raise RemoteReadError(f"{redact_url(url)}: the server gives no size (Content-Length)")
+    parts = [f"{key}={info[key]}" for key in _VERSION_FIELDS if info.get(key) is not None]
+    return ObjectInfo(int(size), ";".join(parts) or None)
+
+
 def file_size(name: str) -> int:
     """The size of a local file or a remote object, in bytes."""
     if not is_remote(name):
         return os.path.getsize(local_path(name))
-    fs, path = _filesystem(name)
+    return object_info(name).size
+
+
+def read_range(url: str, start: int, end: int) -> bytes:
+    """Bytes ``start``-``end`` of a remote object (one request, retried)."""
+    fs, path = _filesystem(url)
+    what = f"{redact_url(url)}: reading bytes {start}-{end}"
+    return bytes(with_retries(lambda: fs.cat_file(path, start=start, end=end), what))
+
+
+def _stat(fs: Any, path: str, url: str) -> dict[str, Any]:
+    """``fs.info(path)``, retried; a missing object is a ``NoDataFilesError``. fsspec's HTTP
+    filesystem turns every failure of its HEAD and GET into ``FileNotFoundError``: only a 404
+    or 410 is taken as such, the rest (a refused connection, TLS against a plain-HTTP port,
+    403) as the error it was."""
+
+    http = _scheme(url) in ("http", "https")
+
+    def call() -> dict[str, Any]:
+        try:
+            return dict(fs.info(path))
+        except FileNotFoundError as err:
+            cause = err.__cause__
+            if not http or cause is None or isinstance(cause, FileNotFoundError):
+                raise
+            if getattr(cause, "status", None) in (404, 410):
+                raise FileNotFoundError(str(err)) from None
+            raise cause from None
+
+    shown = redact_url(url)
     try:
-        return int(with_retries(lambda: fs.size(path), f"{name}: stat"))
+        return with_retries(call, f"{shown}: stat")
     except FileNotFoundError:
-        raise NoDataFilesError(f"no such file: {name}") from None
+        hint = ""
+        if http and _GLOB.search(urlsplit(url).path):
+            hint = " (HTTP has no listing, so globs are not expanded over http(s): give the URLs)"
+        raise NoDataFilesError(f"no such file: {shown}{hint}") from None
 
 
 def _transient_types() -> tuple[type[BaseException], ...]:
@@ -219,7 +282,7 @@ def _transient_types() -> tuple[type[BaseException], ...]:
 
 def _is_transient(err: BaseException) -> bool:
     """Worth another try: connection trouble, timeouts, 5xx / 408 / 429, short reads."""
-    if isinstance(err, FileNotFoundError | PermissionError | IsADirectoryError):
+    if isinstance(err, FileNotFoundError | PermissionError | IsADirectoryError | ssl.SSLError):
         return False
     status = getattr(err, "status", None) or getattr(err, "code", None)
     if isinstance(status, int) and 400 <= status < 500:
@@ -272,6 +335,7 @@ class RemoteShard(io.RawIOBase):
         self._ahead: dict[int, concurrent.futures.Future[bytes]] = {}
         self.bytes_fetched = 0
         self.retried = 0
+        self._whole: bytes | None = None  # the object, from a server that ignores Range
 
     # io.RawIOBase
 
@@ -334,13 +398,32 @@ class RemoteShard(io.RawIOBase):
     def _submit(self, index: int) -> concurrent.futures.Future[bytes]:
         start = index * self.settings.block_size
         end = min(start + self.settings.block_size, self.size)
+        if self._whole is not None:
+            done: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+            done.set_result(self._whole[start:end])
+            return done
         return self._pool.submit(self._fetch_with_retries, start, end)
+
+    def _whole_object(self, data: bytes) -> None:
+        """The server answered a range with the whole object (it ignores Range, as
+        ``python -m http.server``): keep it and read on from it."""
+        if self._whole is None:
+            self._whole = data
+            log.warning(
+                "%s: the server ignores Range requests (it sent the whole object, %d bytes, "
+                "for one block): read whole into memory instead of in blocks; serve the "
+                "shards with one that answers Range (206) to stream them",
+                redact_url(self.url), len(data),
+            )  # fmt: skip
 
     def _fetch_with_retries(self, start: int, end: int) -> bytes:
         def fetch() -> bytes:
             data = self._fetch(start, end)
             if not isinstance(data, bytes):  # fsspec gives bytes: no copy then
                 data = bytes(data)
+            if len(data) == self.size != end - start:
+                self._whole_object(data)
+                return data[start:end]
             if len(data) != end - start:
                 raise _ShortRead(f"short read: {len(data)} of {end - start} bytes")
             return data
@@ -349,11 +432,11 @@ class RemoteShard(io.RawIOBase):
             self.retried += 1
 
         try:
-            data = with_retries(fetch, f"{self.url}: reading bytes {start}-{end}", self.settings,
+            data = with_retries(fetch, f"{redact_url(self.url)}: reading bytes {start}-{end}", self.settings,
                                 on_retry=retried)  # fmt: skip
         except FileNotFoundError:
             raise RemoteReadError(
-                f"{self.url}: the object is gone (reading bytes {start}-{end})"
+                f"{redact_url(self.url)}: the object is gone (reading bytes {start}-{end})"
             ) from None
         self.bytes_fetched += len(data)
         return data
@@ -377,7 +460,9 @@ def with_retries(
         except (FileNotFoundError, DataError, ConfigError):
             raise
         except Exception as err:
-            reason = f"{type(err).__name__}: {err}"
+            reason = redact_text(f"{type(err).__name__}: {err}")
+            if isinstance(err, ssl.SSLError):
+                reason += " (an https:// URL for a server that speaks plain HTTP? try http://)"
             if not _is_transient(err):
                 raise RemoteReadError(f"{what}: {reason}") from None
             if attempt + 1 == attempts:

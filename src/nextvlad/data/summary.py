@@ -10,6 +10,7 @@ import numpy as np
 
 from nextvlad.data.errors import CorruptRecordError, RecordError
 from nextvlad.data.reader import ReadStats, read_videos
+from nextvlad.data.remote import redact_url
 from nextvlad.data.schema import Schema, infer_schema
 from nextvlad.data.tfrecord import iter_records
 
@@ -36,7 +37,7 @@ def detect_schema(
                 schema = infer_schema(item.data)
             except RecordError as err:
                 if not skip_corrupt:
-                    raise err.located(path, item.index, item.offset) from None
+                    raise err.located(redact_url(path), item.index, item.offset) from None
                 continue
             if schema is not None:
                 return schema

@@ -26,8 +26,8 @@ import numpy as np
 
 from nextvlad.data._pool import BufferPool
 from nextvlad.data.errors import CorruptRecordError, NoDataFilesError
-from nextvlad.data.remote import RemoteReadError, RemoteShard, is_remote, local_path
-from nextvlad.data.remote_cache import CachedCopy, open_remote, read_remote_instead
+from nextvlad.data.remote import RemoteReadError, RemoteShard, is_remote, local_path, redact_url
+from nextvlad.data.remote_cache import CachedCopy, check_copy, open_remote
 
 __all__ = [
     "HEADER_SIZE",
@@ -134,15 +134,17 @@ def iter_records(
     """
     name = os.fspath(path)
     f, size = _open(name)
+    shown = redact_url(name)  # what errors name: no signature or token
     offset = index = 0
     try:
         while offset < size:
             wanted = want is None or want(index)
-            where = _Where(name, index, offset)
+            where = _Where(shown, index, offset)
             framed = _read_header(f, where, size)
             if isinstance(framed, CorruptRecordError) and isinstance(f, CachedCopy):
-                f = read_remote_instead(f, offset, framed.reason)
-                continue  # the same record again, from the object
+                f = check_copy(f, offset, offset + HEADER_SIZE, framed.reason)
+                if not isinstance(f, CachedCopy):
+                    continue  # the same record again, from the object
             if isinstance(framed, CorruptRecordError):
                 if wanted:
                     yield framed
@@ -155,8 +157,9 @@ def iter_records(
                 continue
             item = _read_data(f, where, length, verify=verify, recycle=recycle)
             if isinstance(item, CorruptRecordError) and isinstance(f, CachedCopy):
-                f = read_remote_instead(f, offset, item.reason)
-                continue
+                f = check_copy(f, offset, end, item.reason)
+                if not isinstance(f, CachedCopy):
+                    continue  # the same record again, from the object
             yield item
             if isinstance(item, CorruptRecordError) and item.ends_file:
                 return
@@ -187,6 +190,9 @@ def _read_header(f: io.FileIO, where: _Where, size: int) -> tuple[int, int] | Co
     """(data length, end offset) of the record whose header starts at ``where``, or the error
     that ends the file (truncated header or record, length CRC mismatch)."""
     header = f.read(HEADER_SIZE)
+    first = where.offset == 0
+    if first and (len(header) < HEADER_SIZE or masked_crc32c(header[:8]) != header_crc(header)):
+        return _ends_file(_not_a_tfrecord(header), where)
     if len(header) < HEADER_SIZE:
         return _ends_file(
             f"truncated record header ({len(header)} of {HEADER_SIZE} bytes; file truncated?)",
@@ -205,6 +211,32 @@ def _read_header(f: io.FileIO, where: _Where, size: int) -> tuple[int, int] | Co
             where,
         )
     return length, end
+
+
+def header_crc(header: bytes) -> int:
+    """The length CRC stored in a full record header."""
+    return int(_HEADER.unpack(header)[1])
+
+
+def _not_a_tfrecord(head: bytes) -> str:
+    """Why a file whose first record header does not hold is no TFRecord file, from its
+    first bytes."""
+    if head.startswith(b"\x1f\x8b"):
+        return (
+            "not a TFRecord file: it is gzip-compressed (written with GZIP compression?): gunzip it"
+        )
+    try:
+        text = head.decode()
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(c.isprintable() or c.isspace() for c in text):
+        return f"not a TFRecord file: it starts with text ({text!r})"
+    if len(head) < HEADER_SIZE:
+        return f"not a TFRecord file: {len(head)} bytes, less than one record header"
+    return (
+        "not a TFRecord file: its first record's length CRC does not match (another format, "
+        "or a corrupt start)"
+    )
 
 
 def _read_data(

@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nextvlad.data import Batch
 from nextvlad.data.errors import DataError
-from nextvlad.data.remote import configure as configure_remote
+from nextvlad.data.remote import cache_dir_applied
 from nextvlad.errors import NextVLADError
 from nextvlad.models import build_model, get_config
 from nextvlad.nn import BatchNorm
@@ -67,7 +67,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
     ``signal``: the number of the signal that stopped training early, else 0)."""
     ctx = setup(options.device)
     try:
-        with StopSignal() as stop:
+        with StopSignal() as stop, cache_dir_applied(options.cache_dir):
             summary = _Run(options, ctx, stop).run()
         if ctx.distributed:  # every process done before the group goes (gloo's threads abort
             torch.distributed.barrier(group=ctx.host_group)  # a process that leaves first)
@@ -112,8 +112,6 @@ class _Run:
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(options.seed + ctx.rank)
-        if options.cache_dir:  # remote shards: DataLoader workers read the setting too
-            configure_remote(cache_dir=options.cache_dir)
         self.config = get_config(options.preset, **dict(options.model_overrides))
         self.train_set, self.eval_set, schema = datasets(options, self.config)
         self.transform = input_transform(options, self.config, schema, ctx).to(ctx.device)

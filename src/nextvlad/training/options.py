@@ -310,8 +310,12 @@ class TrainOptions:
 
     def save(self, path: Path) -> None:
         from nextvlad.checkpoint import atomic_write_bytes
+        from nextvlad.data.remote import redact_url  # no signature or token in run.json
 
-        atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2).encode())
+        document = self.to_dict()
+        for name in ("train_data", "eval_data"):
+            document[name] = [redact_url(url) for url in document[name]]
+        atomic_write_bytes(path, json.dumps(document, indent=2).encode())
 
     @classmethod
     def load(cls, path: Path) -> TrainOptions:

@@ -88,21 +88,24 @@ def a_shape(dims) -> bytes:
     return _len(7, _shape(dims))
 
 
-def node(name: str, op: str, inputs=(), **attrs: bytes) -> bytes:
+Node = tuple[str, bytes]  # (name, serialized NodeDef as GraphDef's field 1)
+
+
+def node(name: str, op: str, inputs=(), **attrs: bytes) -> Node:
     body = _len(1, name.encode()) + _len(2, op.encode())
     body += b"".join(_len(3, i.encode()) for i in inputs)
     body += b"".join(_len(5, _len(1, k.encode()) + _len(2, v)) for k, v in attrs.items())
-    return _len(1, body)
+    return name, _len(1, body)
 
 
-def const(name: str, array: np.ndarray) -> bytes:
+def const(name: str, array: np.ndarray) -> Node:
     dtype = DT_FLOAT if array.dtype == np.float32 else DT_INT32
     return node(name, "Const", dtype=a_type(dtype), value=a_tensor(array))
 
 
-def graphdef(nodes: list[bytes], producer: int = 8) -> bytes:
+def graphdef(nodes: list[Node], producer: int = 8) -> bytes:
     # producer < 9: BatchNormWithGlobalNormalization is deprecated from GraphDef version 9.
-    return b"".join(nodes) + _len(4, _vint(1, producer))
+    return b"".join(b for _, b in nodes) + _len(4, _vint(1, producer))
 
 
 # ---------------------------------------------------------------- the architecture, graph side
@@ -156,7 +159,7 @@ class _Builder:
 
     def __init__(self, params: dict[str, dict[str, np.ndarray]], flags: dict[str, bool]) -> None:
         self.params, self.flags = params, flags
-        self.nodes: list[bytes] = []
+        self.nodes: list[Node] = []
 
     def conv(self, x: str, scope: str, stride: int, padding: str) -> str:
         p = self.params[scope]
@@ -231,7 +234,8 @@ class _Builder:
         return x
 
 
-def _graph_nodes(seed: int) -> list[bytes]:
+@lru_cache(maxsize=2)
+def _graph_nodes(seed: int, mixed_10_pool: str = "MaxPool") -> list[Node]:
     params, flags, softmax = inception_params(seed)
     g = _Builder(params, flags)
     f = a_type(DT_FLOAT)
@@ -281,7 +285,7 @@ def _graph_nodes(seed: int) -> list[bytes]:
     a = g.convs(x, specs[:2])
     b = g.convs(x, specs[2:])
     x = g.concat("mixed_8/join", [a, b, g.pool(x, "mixed_8/pool", "MaxPool", 3, 2, "VALID")])
-    for s, pool_op in (("mixed_9", "AvgPool"), ("mixed_10", "MaxPool")):
+    for s, pool_op in (("mixed_9", "AvgPool"), ("mixed_10", mixed_10_pool)):
         specs = _block_e(s)
         a = g.convs(x, specs[:1])
         t = g.convs(x, specs[1:2])
@@ -394,14 +398,25 @@ def inception_params(seed: int = 0):
     return params, flags, softmax
 
 
-def inception_graphdef_bytes(seed: int = 0) -> bytes:
-    return graphdef(_graph_nodes(seed))
+def inception_graphdef_bytes(
+    seed: int = 0, *, drop=(), replace=None, mixed_10_pool: str = "MaxPool"
+) -> bytes:
+    """The serialized graph; ``drop`` leaves out the named nodes, ``replace`` maps Const names to
+    other arrays, ``mixed_10_pool`` changes the op of mixed_10's pool branch (for error tests)."""
+    replace = replace or {}
+    nodes = [
+        const(name, replace[name]) if name in replace else (name, data)
+        for name, data in _graph_nodes(seed, mixed_10_pool)
+        if name not in drop
+    ]
+    return graphdef(nodes)
 
 
-def write_inception_graphdef(path, seed: int = 0) -> Path:
-    """A random-weight ``classify_image_graph_def.pb`` (about 100 MB)."""
+def write_inception_graphdef(path, seed: int = 0, **changes) -> Path:
+    """A random-weight ``classify_image_graph_def.pb`` (about 96 MB); ``changes`` as
+    :func:`inception_graphdef_bytes`."""
     path = Path(path)
-    path.write_bytes(inception_graphdef_bytes(seed))
+    path.write_bytes(inception_graphdef_bytes(seed, **changes))
     return path
 
 
@@ -479,9 +494,10 @@ def pca_arrays(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def calibrated_pca_arrays(features: np.ndarray, seed: int = 0):
-    """(mean, eigenvals, eigenvecs) in Google's layout with the eigenvectors of
-    :func:`pca_arrays` (reordered), the mean of ``features`` (n, 2048) and, as eigenvalues, the
-    variance of ``features`` along each eigenvector (so whitened features have unit spread)."""
+    """(mean, eigenvals, eigenvecs, order) in Google's layout: the eigenvectors of
+    :func:`pca_arrays` reordered (``eigenvecs = pca_arrays(seed)[2][order]``), the mean of
+    ``features`` (n, 2048) and, as eigenvalues, the variance of ``features`` along each
+    eigenvector, largest first (so whitened features have unit spread)."""
     _, _, vecs = pca_arrays(seed)
     x = np.asarray(features, np.float64)
     mean = x.mean(axis=0)
@@ -491,12 +507,13 @@ def calibrated_pca_arrays(features: np.ndarray, seed: int = 0):
         mean.reshape(-1, 1).astype(np.float32),
         var[order].reshape(-1, 1).astype(np.float32),
         np.ascontiguousarray(vecs[order]),
+        order,
     )
 
 
 def write_pca(folder, seed: int = 0, arrays=None) -> Path:
     """A random PCA folder (``mean.npy``, ``eigenvals.npy``, ``eigenvecs.npy``); ``arrays``
-    (from :func:`calibrated_pca_arrays`) replaces the default ones."""
+    (mean, eigenvals, eigenvecs) replaces the default ones."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     arrays = pca_arrays(seed) if arrays is None else arrays

@@ -3,6 +3,8 @@ format (and refusing what is not this network), and parity with TensorFlow on th
 
 from __future__ import annotations
 
+import tarfile
+
 import numpy as np
 import pytest
 import torch
@@ -187,7 +189,9 @@ def test_refuses_another_network(tmp_path):
 
 
 def test_refuses_a_tgz_without_the_graph(tmp_path):
-    path = factories.write_inception_tgz(tmp_path / "i.tgz", member="something_else.pb")
+    path = tmp_path / "i.tgz"
+    with tarfile.open(path, "w:gz") as tar:
+        factories._add(tar, "inception-2015-12-05/other_graph.pb", b"\x0a\x00")
     with pytest.raises(InceptionWeightsError, match=r"i\.tgz: no classify_image_graph_def\.pb"):
         load_inception(path)
 

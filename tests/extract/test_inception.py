@@ -232,6 +232,18 @@ def test_forward_takes_frames_of_any_size_in_batches(inception_model):
         inception_model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
 
 
+def test_cuda_convolutions_run_in_ieee_float32_not_tf32():
+    from nextvlad.extract.inception import full_fp32_convolutions
+
+    conv = torch.backends.cudnn.conv
+    before = conv.fp32_precision
+    with full_fp32_convolutions(torch.device("cuda")):
+        assert conv.fp32_precision == "ieee"
+    assert conv.fp32_precision == before
+    with full_fp32_convolutions(torch.device("cpu")):
+        assert conv.fp32_precision == before
+
+
 # ---------------------------------------------------------------- parity with TensorFlow
 
 

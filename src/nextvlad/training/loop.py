@@ -58,6 +58,7 @@ from nextvlad.training.state import TrainerState, TrainingParts, save_training_c
 from nextvlad.training.step import build_step
 
 log = logging.getLogger("nextvlad.train")
+MIN_TRAIN_BATCH = 2  # examples a process's batch needs for batch statistics
 
 __all__ = ["TrainingError", "train"]
 
@@ -102,6 +103,7 @@ class _Run:
         self.speed = [0, time.perf_counter()]  # examples and start time since the last log
         self.report: Reporter | None = None
         self.batches: Iterator[Batch] | None = None
+        self.epoch_steps = 0  # steps of the current epoch (1 if resumed in its middle)
 
     # Set-up.
 
@@ -170,6 +172,8 @@ class _Run:
                     break
                 if self.trainer.batches_in_epoch == 0:
                     raise TrainingError(self._no_examples())
+                if self.epoch_steps == 0:
+                    raise TrainingError(self._only_small_batches())
                 self.report.epoch_ended(self.trainer.batches_in_epoch)
                 self.trainer.epoch += 1
                 self.trainer.batches_in_epoch = 0
@@ -184,6 +188,7 @@ class _Run:
         data, "done" (--max-steps) or "signal"."""
         self.train_set.set_epoch(self.trainer.epoch)
         self.batches = iter(self.loader)
+        self.epoch_steps = int(self.trainer.batches_in_epoch > 0)  # resumed: it had steps
         for _ in range(self.trainer.batches_in_epoch):  # resume mid-epoch: same order, skip
             self._next_batch()
         while True:
@@ -192,12 +197,13 @@ class _Run:
                 return "signal"
             batch = self._next_batch()
             # A batch of no video carries only the skips after a stream's last video.
-            have, size, skipped, signalled = sum_over_ranks(
+            have, size, skipped, signalled, small = sum_over_ranks(
                 [
                     float(batch is not None and len(batch) > 0),
                     len(batch or ()),
                     0 if batch is None else batch.num_skipped,
                     self.stop.signum,
+                    float(batch is not None and 0 < len(batch) < MIN_TRAIN_BATCH),
                 ],
                 self.ctx,
             )
@@ -205,7 +211,11 @@ class _Run:
             if have < self.ctx.world_size:
                 return "end"
             assert batch is not None
-            self._train_on(batch, int(size))
+            if small:  # decided on the host from the batch sizes: no wait for the device
+                self._drop_small_batch()
+            else:
+                self._train_on(batch, int(size))
+                self.epoch_steps += 1
             if signalled:
                 self.stopped_by = self.stop.signum or signal.SIGTERM
                 return "signal"
@@ -221,6 +231,22 @@ class _Run:
                 "YouTube-8M's 3/frame/validate; `nextvlad inspect` counts them)"
             )
         return f"an epoch of no example: --train-data {data} holds no video to train on"
+
+    def _only_small_batches(self) -> str:
+        return (
+            f"an epoch of no batch of two videos or more: --train-data "
+            f"{' '.join(self.options.train_data)} gave each process batches of one "
+            f"{'segment' if self.options.task == 'segments' else 'video'} only (batch "
+            "normalisation needs two a batch): give more data or fewer processes"
+        )
+
+    def _drop_small_batch(self) -> None:
+        """A process has a batch of one example (the remainder of a data stream): batch
+        statistics of one row are no statistics (the unbiased update divides by n - 1), so
+        every process drops its batch; it counts as read (the resume position) and in
+        ``small_batches``."""
+        self.trainer.batches_in_epoch += 1
+        self.trainer.small_batches += 1
 
     def _next_batch(self) -> Batch | None:
         """The next batch, None at the end of the epoch; data errors say where training is."""
@@ -425,6 +451,7 @@ class _Run:
             "examples_per_s": statistics.median(self.speeds[1:] or self.speeds or [0.0]),
             "skipped_records": trainer.skipped_records,
             "nonfinite_batches": trainer.nonfinite_batches,
+            "small_batches": trainer.small_batches,
             "eval": self.last_eval,
             "signal": int(self.stopped_by),
         }

@@ -183,6 +183,13 @@ class Reporter:
         if trainer.nonfinite_batches:
             batches = plural(trainer.nonfinite_batches, "batch", "batches")
             log.warning("skipped %s with a non-finite loss (--skip-nonfinite)", batches)
+        if trainer.small_batches:
+            batches = plural(trainer.small_batches, "batch", "batches")
+            log.warning(
+                "dropped %s of one example (a process's last batch of an epoch; batch "
+                "statistics need two examples)",
+                batches,
+            )
         if not stopped and last_saved >= 0:
             log.info(
                 "trained to step %d (%s); checkpoint %s",

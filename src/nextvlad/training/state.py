@@ -51,7 +51,9 @@ from nextvlad.training.serialize import (
 )
 
 OPTIMIZER = "optimizer.safetensors"
-_OPTIONAL_COUNTERS = frozenset({"skipped_records", "nonfinite_batches"})  # added later
+_OPTIONAL_COUNTERS = frozenset(
+    {"skipped_records", "nonfinite_batches", "small_batches"}
+)  # added later
 
 
 @dataclass
@@ -62,6 +64,7 @@ class TrainerState:
     examples_seen: int = 0  # global examples (all ranks) trained on, for the lr schedule
     skipped_records: int = 0  # corrupt records skipped so far (all ranks; --skip-corrupt)
     nonfinite_batches: int = 0  # batches skipped for a non-finite loss (--skip-nonfinite)
+    small_batches: int = 0  # steps dropped: a process had a batch of one example
 
     @classmethod
     def from_json(cls, data: object, where: Path) -> TrainerState:

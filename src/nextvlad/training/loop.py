@@ -276,9 +276,11 @@ class _Run:
         lr = self.step.recipe.learning_rate_at(trainer.examples_seen)
         self.report.step(trainer, self._examples_per_s(), self.last_loss, lr)
         started = time.perf_counter()
-        if self._due(options.eval_every, "eval"):
-            self._evaluate()
-        if self._due(options.checkpoint_every, "checkpoint"):
+        evaluate = self._due(options.eval_every, "eval")
+        save = self._due(options.checkpoint_every, "checkpoint")
+        if evaluate:
+            self._evaluate(save_on_error=save)
+        if save:
             self._save()
         self.speed[1] += time.perf_counter() - started  # examples/s of the steps alone
 
@@ -356,9 +358,24 @@ class _Run:
 
     # Evaluation and checkpoints.
 
-    def _evaluate(self) -> None:
+    def _evaluate(self, *, save_on_error: bool = False) -> None:
+        """Evaluate on --eval-data; a data error there stops training like one in the
+        training data, naming the step and the last good checkpoint, after writing the
+        checkpoint due at this step (``save_on_error``: the weights are good)."""
         if self.eval_set is None:
             return
+        try:
+            self._evaluate_now()
+        except DataError as err:
+            if save_on_error:
+                self._save()
+            message = data_error_message(
+                err, self.trainer, self.run_dir, self.last_saved, evaluating=True
+            )
+            raise TrainingError(message) from None
+
+    def _evaluate_now(self) -> None:
+        assert self.eval_set is not None
         self._settle()
         if not self.options.sync_batchnorm:
             average_batch_norm_statistics(self.model, self.ctx)

@@ -45,9 +45,15 @@ def _is_class_out_of_range(err: DataError) -> bool:
     return isinstance(err, ClassRangeError)
 
 
-def data_error_message(err: DataError, trainer: TrainerState, run: Path, last_saved: int) -> str:
-    """A data error in the middle of training: what, where training was, and what to do."""
-    text = f"{error_message(err)} (epoch {trainer.epoch}, after step {trainer.step})"
+def data_error_message(
+    err: DataError, trainer: TrainerState, run: Path, last_saved: int, *, evaluating: bool = False
+) -> str:
+    """A data error in the middle of training (``evaluating``: in --eval-data, during an
+    evaluation): what, where training was, and what to do."""
+    where = f"epoch {trainer.epoch}, after step {trainer.step}"
+    if evaluating:
+        where = f"--eval-data, evaluating after step {trainer.step}"
+    text = f"{error_message(err)} ({where})"
     if _is_class_out_of_range(err):
         return (
             f"{text}; the data has more classes than the model: train into a new --out with "

@@ -305,6 +305,9 @@ class _Run:
         return self.trainer.step >= max_steps
 
     def _examples_per_s(self) -> float:
+        """Since the last log; right after it (no example since), that interval's figure."""
+        if not self.speed[0] and self.speeds:
+            return self.speeds[-1]
         return self.speed[0] / max(time.perf_counter() - self.speed[1], 1e-9)
 
     # What the device knows.

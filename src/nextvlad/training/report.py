@@ -4,7 +4,8 @@ Log lines go to the ``nextvlad.train`` logger (``nextvlad train`` prints INFO an
 stderr): under torchrun one line at the start with the number of processes and the global
 batch; each evaluation; the counts of skipped records and batches; and at the end of every
 run where its checkpoint went. While the progress bar shows they pass above it, never glued
-onto it (``nextvlad.training.progress``). TensorBoard (``RUN/tensorboard``): ``train/loss``,
+onto it; where stderr is no terminal a plain progress line comes every 30 s instead of the
+bar (``nextvlad.training.progress``). TensorBoard (``RUN/tensorboard``): ``train/loss``,
 ``train/gap`` (of the batch), ``train/learning_rate``, ``train/examples_per_second`` every
 ``--log-every`` steps; ``eval/gap``, ``eval/map``, ``eval/hit_at_one``, ``eval/perr``,
 ``eval/loss`` at each evaluation (``eval/segment_map`` with ``--task segments``);
@@ -122,7 +123,12 @@ class Reporter:
 
     def step(self, trainer: TrainerState, examples_per_s: float, loss: float, lr: float) -> None:
         self.progress.update(
-            trainer.step, epoch=trainer.epoch, examples_per_s=examples_per_s, loss=loss, lr=lr
+            trainer.step,
+            epoch=trainer.epoch,
+            examples_per_s=examples_per_s,
+            loss=loss,
+            lr=lr,
+            examples=trainer.examples_seen,
         )
 
     def train_scalars(

@@ -1,7 +1,8 @@
 """The run folder: its layout, the checks before training, and pruning old checkpoints.
 
 ``RUN/run.json`` holds every option of the run (``TrainOptions``), written before the first
-step; ``RUN/checkpoints/step-XXXXXXXX/`` the checkpoints (written by
+step and kept as it was by ``--resume``; ``RUN/resumes.jsonl`` a line for each resume (the
+step, the time, the options changed from ``run.json``: ``{"batch_size": [80, 64]}``); ``RUN/checkpoints/step-XXXXXXXX/`` the checkpoints (written by
 ``nextvlad.training.state``) and ``RUN/checkpoints/latest`` the name of the newest;
 ``RUN/tensorboard/`` the event files. Only complete checkpoints carry a ``step-*`` name:
 what an interrupted save or prune leaves behind is a ``.step-XXXXXXXX.tmp`` or
@@ -25,6 +26,7 @@ from nextvlad.training.options import TrainOptions, data_order_changes
 
 log = logging.getLogger("nextvlad.train")
 RUN_OPTIONS = "run.json"
+RESUMES = "resumes.jsonl"  # one line a --resume: its step, time, and the options it changed
 INIT_FROM = "init-from.json"  # where --init-from's weights came from
 TENSORBOARD = "tensorboard"
 _PARTIAL = re.compile(r"^\.(step-\d{8}\.(tmp|trash)|latest\..*\.tmp)$")

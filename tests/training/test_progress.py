@@ -175,3 +175,38 @@ def test_a_run_not_on_a_terminal_prints_plain_progress_lines(
     assert lines[-1].split(", ")[1] == "24 examples"
     # never '0 ex/s' right after a log step (2, 4, 6): that interval's speed
     assert all(" 0 ex/s" not in line for line in lines), lines
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_eval_and_predict_show_the_videos_done(
+    one_step_run: Path,
+    tiny_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,  # type: ignore[no-untyped-def]
+    command: str,
+) -> None:
+    """On a terminal a bar over the videos; elsewhere a plain line every 30 s (here every
+    batch), the total estimated from the data files."""
+    import nextvlad.training.progress as progress_module
+
+    argv = [command, "--checkpoint", str(one_step_run), "--data", str(tiny_data / "*.tfrecord")]
+    argv += ["--batch-size", "8", "--num-workers", "0", "--device", "cpu"]
+    if command == "predict":
+        argv += ["--out", str(tmp_path / "predictions.csv")]
+    with stderr_terminal() as terminal:
+        assert main(argv) == 0
+    bars = [x for x in _lines(terminal.getvalue()) if x.startswith(f"{command}: ")]
+    assert bars and bars[-1].startswith(f"{command}: 100%|") and "24/24 videos" in bars[-1]
+
+    monkeypatch.setattr(progress_module, "PLAIN_INTERVAL", 0.0)
+    capsys.readouterr()
+    if command == "predict":
+        (tmp_path / "predictions.csv").unlink()
+    assert main(argv) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith(f"{command}: ")]
+    assert [x.split(", elapsed")[0] for x in lines] == [
+        f"{command}: 8/24 videos (33%)",
+        f"{command}: 16/24 videos (67%)",
+        f"{command}: 24/24 videos (100%)",
+    ]

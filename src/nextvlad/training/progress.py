@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path
 from typing import TextIO, TypeVar
 
@@ -209,10 +209,12 @@ def track_videos(
     files: Sequence[str | Path] | None = None,
     enabled: bool = True,
     stream: TextIO | None = None,
-) -> Iterator[T]:
+) -> Generator[T, None, None]:
     """``batches`` (of videos: anything with a length) as they come, with the videos done so
-    far shown on stderr (:class:`Meter`; ``files``: the data files, to estimate the total
-    from; ``desc``: "eval", "predict")."""
+    far shown on stderr (:class:`Meter`; ``desc``: "eval", "predict"). ``files``: the data
+    files, to estimate the total from (default: those of a DataLoader's dataset)."""
+    if files is None:
+        files = getattr(getattr(batches, "dataset", None), "files", None)
     total = records_estimate(files) if enabled and files else None
     meter = Meter(total, unit="videos", desc=desc, enabled=enabled, stream=stream)
     done = 0

@@ -176,7 +176,7 @@ class _Run:
                     raise TrainingError(self._only_small_batches())
                 self.report.epoch_ended(self.trainer.batches_in_epoch)
                 self.trainer.epoch += 1
-                self.trainer.batches_in_epoch = 0
+                self.trainer.batches_in_epoch = self.trainer.skipped_in_epoch = 0
             self._finish()
         finally:
             self._close()
@@ -207,7 +207,7 @@ class _Run:
                 ],
                 self.ctx,
             )
-            self.trainer.skipped_records += int(skipped)
+            self._count_skips(int(skipped))
             if have < self.ctx.world_size:
                 return "end"
             assert batch is not None
@@ -231,6 +231,13 @@ class _Run:
                 "YouTube-8M's 3/frame/validate; `nextvlad inspect` counts them)"
             )
         return f"an epoch of no example: --train-data {data} holds no video to train on"
+
+    def _count_skips(self, skipped: int) -> None:
+        """Corrupt records skipped (--skip-corrupt): every epoch meets the same ones again,
+        so a record counts once, in the epoch that met the most."""
+        trainer = self.trainer
+        trainer.skipped_in_epoch += skipped
+        trainer.skipped_records = max(trainer.skipped_records, trainer.skipped_in_epoch)
 
     def _only_small_batches(self) -> str:
         return (

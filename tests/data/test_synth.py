@@ -153,3 +153,17 @@ def test_segment_rated_set(tmp_path: Path) -> None:
     assert positives > 0 and negatives > 0
     with pytest.raises(ConfigError, match="frame-level"):
         write_synthetic(tmp_path / "v", videos=1, frame_level=False, segment_ratings=5)
+
+
+def test_no_video_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A set of no video is no data set: `synth --videos 0` is a usage error (exit 2), and
+    nothing is written."""
+    from nextvlad.cli import main
+
+    with pytest.raises(ConfigError, match="videos must be at least 1, got 0"):
+        write_synthetic(tmp_path / "lib", videos=0)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", "--out", str(tmp_path / "cli"), "--videos", "0"])
+    assert exit_info.value.code == 2
+    assert "nextvlad synth: error: --videos must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists() and not (tmp_path / "lib").exists()

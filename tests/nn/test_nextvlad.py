@@ -152,3 +152,30 @@ def test_skip_padding_runs_the_per_frame_layers_on_real_frames_only(skip_padding
     layer.expand.register_forward_hook(lambda _m, inputs, _o: rows_seen.append(inputs[0].shape[0]))
     layer(torch.randn(3, 6, 12), frame_mask(torch.tensor([6, 4, 0]), 6))
     assert rows_seen == [10 if skip_padding else 18]
+
+
+@pytest.mark.parametrize("layer", ["nextvlad", "netvlad"])
+@pytest.mark.parametrize("reference_compat", [False, True])
+@pytest.mark.parametrize("skip_padding", [True, False])
+@pytest.mark.parametrize("training", [False, True])
+def test_frame_counts_and_their_mask_are_one_contract(
+    layer: str, reference_compat: bool, skip_padding: bool, training: bool
+) -> None:
+    """(B,) frame counts, their (B, M) mask and their packing give the same output in every
+    mode: ``reference_compat`` and ``skip_padding`` off once failed on counts."""
+    from nextvlad.nn import NetVLAD, pack_frames
+
+    torch.manual_seed(0)
+    if layer == "nextvlad":
+        module: torch.nn.Module = NeXtVLAD(16, 4, 2, reference_compat=reference_compat)
+        module.skip_padding = skip_padding  # type: ignore[assignment]
+    else:
+        module = NetVLAD(16, 4, reference_compat=reference_compat)
+    module.train(training)
+    x = torch.randn(3, 7, 16)
+    counts = torch.tensor([7, 3, 5])
+    outputs = []
+    for given in (counts, frame_mask(counts, 7), pack_frames(counts, 7)):
+        outputs.append(module(x, given))
+    for out in outputs[1:]:
+        torch.testing.assert_close(out, outputs[0])

@@ -98,3 +98,27 @@ def test_a_resumed_run_replaces_what_was_logged_after_its_checkpoint(tmp_path: P
         (5, 2.0),
         (6, 2.0),
     ]
+
+
+def test_two_writers_in_the_same_second_write_two_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run resumed within the second its predecessor started (or two writers at once) gets
+    a file of its own, named after the first so that TensorBoard reads them in order."""
+    import time
+
+    import nextvlad.training.events as events
+
+    monkeypatch.setattr(events.time, "time", lambda: 1_700_000_000.25)
+    assert time.time() == 1_700_000_000.25
+    first = EventWriter(tmp_path)
+    first.scalar("train/loss", 1.0, 1)
+    second = EventWriter(tmp_path, start_step=2)
+    second.scalar("train/loss", 2.0, 2)
+    first.close()
+    second.close()
+    assert first.path != second.path
+    assert sorted(tmp_path.iterdir()) == [first.path, second.path]
+    for writer in (first, second):  # each file begins with its own version record
+        assert len(list(iter_records(writer.path))) == 3
+    assert tensorboard_scalars(tmp_path)["train/loss"] == [(1, 1.0), (2, 2.0)]

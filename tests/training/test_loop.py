@@ -225,3 +225,25 @@ def test_a_class_the_model_does_not_have_advises_num_classes_not_skip_corrupt(
     assert "--set num_classes=N, N the number of classes of the data" in line
     assert "`nextvlad inspect`" in line
     assert "pass --skip-corrupt" not in line and "--resume" not in line
+
+
+def test_a_corrupt_eval_record_names_the_step_and_keeps_the_checkpoint_due(
+    corrupt: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An evaluation that meets a corrupt --eval-data record at a step that is also due a
+    checkpoint: the checkpoint is written (the weights are good) and the error names the
+    step and that checkpoint, as a training-data error does."""
+    run = tmp_path / "run"
+    extra = ["--max-steps", "4", "--eval-every", "2", "--checkpoint-every", "2"]
+    extra += ["--eval-data", str(corrupt)]
+    assert train(tiny_data / "*.tfrecord", run, *extra) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert f"{corrupt}, record 10, byte offset" in line
+    assert "(--eval-data, evaluating after step 2)" in line
+    saved = run / "checkpoints" / "step-00000002"
+    assert line.endswith(
+        f"the last good checkpoint is {saved}; pass --skip-corrupt to skip and count such "
+        "records, with --resume to continue from that checkpoint"
+    )
+    assert list_checkpoints(run) == [saved]
+    load_model(saved)

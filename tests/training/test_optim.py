@@ -61,3 +61,38 @@ def test_resumed_state_dict_continues_the_same_steps() -> None:
         q.grad = g.clone()
         second.step()
     torch.testing.assert_close(q.detach(), p.detach(), rtol=0, atol=0)
+
+
+def test_the_fused_kernel_skips_an_update_where_found_inf_is_set() -> None:
+    """``nextvlad.training.step`` skips a non-finite step on the device through
+    ``torch.optim.Adam``'s ``found_inf`` attribute, a private protocol of torch's GradScaler.
+    If torch renames or drops it, this fails: the step would then update with NaN
+    gradients."""
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(4))
+    optimizer = torch.optim.Adam([weight], lr=0.1, fused=True)
+    weight.grad = torch.ones(4)
+    optimizer.step()
+    before = weight.detach().clone()
+    state = {k: v.clone() for k, v in optimizer.state[weight].items()}
+    weight.grad = torch.full((4,), float("nan"))
+    optimizer.found_inf = torch.tensor(1.0)  # type: ignore[attr-defined]
+    optimizer.step()
+    del optimizer.found_inf  # type: ignore[attr-defined]
+    assert torch.equal(weight.detach(), before), "found_inf no longer skips the fused update"
+    for key, value in optimizer.state[weight].items():
+        assert torch.equal(value, state[key]), key
+    weight.grad = torch.ones(4)
+    optimizer.found_inf = torch.tensor(0.0)  # type: ignore[attr-defined]
+    optimizer.step()
+    assert not torch.equal(weight.detach(), before)
+    assert int(optimizer.state[weight]["step"]) == 2
+
+
+def test_the_training_step_uses_the_fused_kernel_here() -> None:
+    """The step's skip on the device is the fused kernel's (another optimizer makes the step
+    read a flag a step): this torch has it on the CPU."""
+    from nextvlad.training.optim import adam
+
+    weight = torch.nn.Parameter(torch.randn(4))
+    assert adam([weight], 1e-3, 1e-8).defaults.get("fused") is True

@@ -60,13 +60,33 @@ def test_the_total_can_come_later() -> None:
 
 
 @pytest.mark.parametrize("tty", [False, True])
-def test_quiet_when_not_a_terminal_or_disabled(tty: bool) -> None:
+def test_quiet_when_disabled(tty: bool) -> None:
     stream = Terminal() if tty else io.StringIO()
-    progress = Progress(10, stream=stream, enabled=not tty, mininterval=0)
+    progress = Progress(10, stream=stream, enabled=False, mininterval=0, interval=0)
     assert not progress.enabled
     progress.update(5, epoch=0, examples_per_s=1.0, loss=1.0, lr=1.0)
     progress.close()
     assert stream.getvalue() == ""
+
+
+def test_plain_lines_every_interval_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a terminal (a log file, a pipe): no bar, a plain line every 30 s."""
+    import nextvlad.training.progress as progress_module
+
+    now = [1000.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: now[0])
+    stream = io.StringIO()
+    progress = Progress(100, epochs=5, stream=stream)
+    assert progress.enabled and not progress.on_terminal
+    for step in range(1, 21):
+        now[0] += 2.0  # a step every 2 s: a line at steps 15 and 30 s later
+        progress.update(step, epoch=0, examples_per_s=40.0, loss=0.5, lr=2e-4, examples=step * 80)
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "epoch 1/5: 15/100 steps (15%), 1,200 examples, 40 ex/s, loss 0.5, lr 0.0002, "
+        "elapsed 00:30, ETA 02:50"
+    ]
 
 
 @contextlib.contextmanager
@@ -133,3 +153,60 @@ def test_the_steps_of_an_epoch_are_counted_or_estimated(tmp_path: Path) -> None:
     assert epoch_steps_estimate([tmp_path / "missing.tfrecord"], 4) is None
     (tmp_path / "empty.tfrecord").write_bytes(b"")
     assert epoch_steps_estimate([tmp_path / "empty.tfrecord"], 4) is None
+
+
+def test_a_run_not_on_a_terminal_prints_plain_progress_lines(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    import nextvlad.training.progress as progress_module
+
+    monkeypatch.setattr(progress_module, "PLAIN_INTERVAL", 0.0)
+    code = main([
+        "train", "--preset", "nextvlad-8g-128k-2048h", *TINY, "--train-data",
+        str(tiny_data / "*.tfrecord"), "--out", str(tmp_path / "run"), "--batch-size", "4",
+        "--epochs", "1", "--eval-every", "0", "--num-workers", "0", "--eigenvals", "none",
+        "--log-every", "2",
+    ])  # fmt: skip
+    assert code == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("epoch 1/1: ")]
+    assert [line.split(",")[0] for line in lines] == [
+        f"epoch 1/1: {step}/6 steps ({round(100 * step / 6)}%)" for step in range(1, 7)
+    ]
+    assert lines[-1].split(", ")[1] == "24 examples"
+    # never '0 ex/s' right after a log step (2, 4, 6): that interval's speed
+    assert all(" 0 ex/s" not in line for line in lines), lines
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_eval_and_predict_show_the_videos_done(
+    one_step_run: Path,
+    tiny_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,  # type: ignore[no-untyped-def]
+    command: str,
+) -> None:
+    """On a terminal a bar over the videos; elsewhere a plain line every 30 s (here every
+    batch), the total estimated from the data files."""
+    import nextvlad.training.progress as progress_module
+
+    argv = [command, "--checkpoint", str(one_step_run), "--data", str(tiny_data / "*.tfrecord")]
+    argv += ["--batch-size", "8", "--num-workers", "0", "--device", "cpu"]
+    if command == "predict":
+        argv += ["--out", str(tmp_path / "predictions.csv")]
+    with stderr_terminal() as terminal:
+        assert main(argv) == 0
+    bars = [x for x in _lines(terminal.getvalue()) if x.startswith(f"{command}: ")]
+    assert bars and bars[-1].startswith(f"{command}: 100%|") and "24/24 videos" in bars[-1]
+
+    monkeypatch.setattr(progress_module, "PLAIN_INTERVAL", 0.0)
+    capsys.readouterr()
+    if command == "predict":
+        (tmp_path / "predictions.csv").unlink()
+    assert main(argv) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith(f"{command}: ")]
+    assert [x.split(", elapsed")[0] for x in lines] == [
+        f"{command}: 8/24 videos (33%)",
+        f"{command}: 16/24 videos (67%)",
+        f"{command}: 24/24 videos (100%)",
+    ]

@@ -3,6 +3,7 @@ saves, pruning, and the checks before the first step (writable, room for the che
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -111,3 +112,51 @@ def test_a_read_only_run_folder_is_refused_before_training(
     finally:
         run.chmod(0o700)
     assert "cannot write to the run folder" in capsys.readouterr().err
+
+
+def _complete_copy(source: Path, target: Path) -> None:
+    target.mkdir(parents=True)
+    for name in ("model.safetensors", "config.json", "trainer.json"):
+        (target / name).write_text(f"{name} of {source.name}")
+
+
+def test_a_crash_between_the_renames_of_a_resave_keeps_the_new_checkpoint(tmp_path: Path) -> None:
+    """Re-saving step N renames the old ``step-N`` to ``.step-N.trash``, then the complete
+    ``.step-N.tmp`` to ``step-N``: killed between the two, the next start finds the new one."""
+    _checkpoint(tmp_path, 1)
+    root = tmp_path / "checkpoints"
+    os.rename(root / "step-00000001", root / ".step-00000001.trash")
+    _complete_copy(root / ".step-00000001.tmp", root / ".step-00000001.tmp")
+    remove_partial_checkpoints(tmp_path)
+    assert sorted(p.name for p in root.iterdir()) == ["step-00000001"]
+    assert (root / "step-00000001" / "trainer.json").read_text() == (
+        "trainer.json of .step-00000001.tmp"
+    )
+
+
+def test_a_resave_killed_after_both_renames_keeps_the_new_checkpoint(tmp_path: Path) -> None:
+    new = _checkpoint(tmp_path, 1)
+    (tmp_path / "checkpoints" / ".step-00000001.trash").mkdir()  # the old one, not yet deleted
+    remove_partial_checkpoints(tmp_path)
+    assert list_checkpoints(tmp_path) == [new]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000001"]
+
+
+def test_resume_after_a_crash_between_the_renames_of_a_resave(
+    one_step_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`train --resume` in that state resumes from step 1 (it used to delete both folders and
+    start from scratch)."""
+    import logging
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(one_step_run, run)
+    root = run / "checkpoints"
+    shutil.copytree(root / "step-00000001", root / ".step-00000001.tmp")
+    os.rename(root / "step-00000001", root / ".step-00000001.trash")
+    data = json.loads((run / "run.json").read_text())["train_data"][0]
+    with caplog.at_level(logging.INFO):
+        assert train(data, run, "--max-steps", "2", "--resume") == 0
+    assert "resuming from" in caplog.text and "(step 1)" in caplog.text
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000001", "step-00000002"]

@@ -54,3 +54,26 @@ def test_a_truncated_shard_counts_one_skip(
     assert "data/skipped_records" in events.Tags()["scalars"]
     last = events.Scalars("data/skipped_records")[-1]
     assert (last.step, last.value) == (trainer["step"], 1.0)
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_bad_record_read_again_each_epoch_counts_once(
+    truncated: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, workers: str
+) -> None:
+    """Three epochs read the bad record three times: one corrupt record, counted once (the
+    count is the most any epoch met), also across a resume in the middle of an epoch."""
+    run = tmp_path / "run"
+    argv = ["train", "--preset", "nextvlad-8g-128k-2048h", *TINY, "--train-data", str(truncated)]
+    argv += ["--out", str(run), "--batch-size", "3", "--eval-every", "0", "--checkpoint-every"]
+    argv += ["2", "--num-workers", workers, "--eigenvals", "none", "--no-progress"]
+    argv += ["--skip-corrupt"]
+    with caplog.at_level(logging.WARNING):
+        assert main([*argv, "--max-steps", "6"]) == 0  # 4 steps an epoch: into the second
+        assert "skipped 1 corrupt record (--skip-corrupt)" in caplog.text
+        caplog.clear()
+        assert main([*argv, "--epochs", "3", "--resume"]) == 0
+        assert "skipped 1 corrupt record (--skip-corrupt)" in caplog.text
+    latest = (run / "checkpoints" / "latest").read_text().strip()
+    trainer = json.loads((run / "checkpoints" / latest / "trainer.json").read_text())["trainer"]
+    assert (trainer["step"], trainer["skipped_records"]) == (12, 1)
+    assert trainer["examples_seen"] == 3 * (VIDEOS - 1)

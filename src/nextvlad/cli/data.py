@@ -93,8 +93,8 @@ def _synth(args: argparse.Namespace) -> int:
     from nextvlad.data.synth import SynthConfig, write_synthetic
     from nextvlad.errors import ConfigError
 
-    if args.videos < 0:
-        raise UsageError(f"--videos must be non-negative, got {args.videos}")
+    if args.videos < 1:
+        raise UsageError(f"--videos must be at least 1, got {args.videos}")
     if args.shards < 1:
         raise UsageError(f"--shards must be at least 1, got {args.shards}")
     if args.classes < 1:

@@ -111,6 +111,7 @@ def _eval(args: argparse.Namespace) -> int:
         loaded.device,
         loaded.config.num_classes,
         branch=args.branch,
+        progress="eval",
     )
     if count == 0:
         raise UsageError(f"no videos in {args.data}")

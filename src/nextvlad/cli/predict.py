@@ -58,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _onnx_batches(args: argparse.Namespace) -> tuple[Iterable[Any], Any]:
     """(batch, probabilities) of an exported .onnx file, and its model configuration."""
     from nextvlad.export import OnnxPredictor, iter_exported_predictions
+    from nextvlad.training.progress import track_videos
 
     if args.branch is not None:
         raise UsageError(
@@ -73,7 +74,8 @@ def _onnx_batches(args: argparse.Namespace) -> tuple[Iterable[Any], Any]:
     loader = evaluation_loader(
         args, predictor.config, model=f"the exported model {args.checkpoint}"
     )
-    return iter_exported_predictions(predictor, loader), predictor.config
+    batches = iter_exported_predictions(predictor, track_videos(loader, "predict"))
+    return batches, predictor.config
 
 
 def _checkpoint_batches(args: argparse.Namespace) -> tuple[Iterable[Any], Any]:
@@ -91,8 +93,9 @@ def _checkpoint_batches(args: argparse.Namespace) -> tuple[Iterable[Any], Any]:
     loaded = load_checkpoint(args, also=_ONNX)
     loader = evaluation_loader(args, loaded.config, model=f"the checkpoint {loaded.folder}")
     batches = iter_predictions(
-        loaded.model, loaded.transform, loader, loaded.device, branch=args.branch
-    )
+        loaded.model, loaded.transform, loader, loaded.device, branch=args.branch,
+        progress="predict",
+    )  # fmt: skip
     return batches, loaded.config
 
 

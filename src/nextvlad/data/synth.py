@@ -262,8 +262,8 @@ def write_synthetic(
     validation sets. ``segment_ratings`` > 0: segment-rated records (see
     :func:`synthetic_videos`). Returns the shard paths.
     """
-    if videos < 0:
-        raise ConfigError(f"videos must be non-negative, got {videos}")
+    if videos < 1:
+        raise ConfigError(f"videos must be at least 1, got {videos}")
     if shards < 1:
         raise ConfigError(f"shards must be at least 1, got {shards}")
     config = config or SynthConfig(num_classes=num_classes)

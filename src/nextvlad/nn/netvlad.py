@@ -15,6 +15,7 @@ from nextvlad.nn.batchnorm import BatchNorm
 from nextvlad.nn.linear import Linear
 from nextvlad.nn.nextvlad import L2_NORM_EPS, check_positive
 from nextvlad.nn.packing import FramePacking
+from nextvlad.nn.pooling import as_frame_mask
 
 
 class NetVLAD(nn.Module):
@@ -46,13 +47,15 @@ class NetVLAD(nn.Module):
         self.assignment_bn.reset_parameters()
 
     def forward(self, x: Tensor, mask: Tensor | FramePacking | None = None) -> Tensor:
-        """x: (B, M, N) frame features; mask: (B, M) 1 for real frames, or a packing ->
+        """x: (B, M, N) frame features; mask: (B, M) 1 for real frames, (B,) frame counts, or a
+        packing ->
         (B, N*K). Every frame is computed and the padded ones masked (no host work)."""
         b, m, n = x.shape
         track = None
         if isinstance(mask, FramePacking):
             track, mask = mask.has_frames, mask.frame_mask
         elif mask is not None:
+            mask = as_frame_mask(mask, m)  # (B,) frame counts or a (B, M) mask
             track = mask.sum() > 0  # (): a batch without a real frame moves no statistics
         logits = self.assignment(x.reshape(b * m, n))  # (B*M, K)
         bn_mask = None if mask is None or self.reference_compat else mask.reshape(b * m)

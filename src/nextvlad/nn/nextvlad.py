@@ -10,6 +10,7 @@ from nextvlad.nn._init import linear_variance_scaling_, variance_scaling_
 from nextvlad.nn.batchnorm import BatchNorm
 from nextvlad.nn.linear import Linear, linear
 from nextvlad.nn.packing import FramePacking, as_packing
+from nextvlad.nn.pooling import as_frame_mask
 
 # tf.nn.l2_normalize divides by sqrt(max(sum(x^2), 1e-12)), i.e. by max(||x||, 1e-6).
 L2_NORM_EPS = 1e-6
@@ -92,8 +93,9 @@ class NeXtVLAD(nn.Module):
         self.vlad_bn.reset_parameters()
 
     def forward(self, x: Tensor, mask: Tensor | FramePacking | None = None) -> Tensor:
-        """x: (B, M, N) frame features; mask: (B, M) 1 for real frames, or the batch's
-        :class:`FramePacking` (worked out on the host) -> (B, λN/G * K).
+        """x: (B, M, N) frame features; mask: (B, M) 1 for real frames, (B,) frame counts, or
+        the batch's :class:`FramePacking` (worked out on the host) -> (B, λN/G * K), in every
+        mode (``reference_compat``, ``skip_padding``, ``folded``) alike.
 
         A mask on a device is copied to the host to skip the padded frames (the device waits);
         pass a packing (``pack_frames``) to avoid that."""
@@ -230,7 +232,7 @@ class _Frames:
                 track=packing.has_frames,
                 packing=packing,
             )
-        frame_mask = mask.frame_mask if isinstance(mask, FramePacking) else mask
+        frame_mask = mask.frame_mask if isinstance(mask, FramePacking) else as_frame_mask(mask, m)
         flat_mask = frame_mask.reshape(b * m)  # (B*M,)
         track = mask.has_frames if isinstance(mask, FramePacking) else (flat_mask.sum() > 0)
         bn_mask = None if layer.reference_compat else flat_mask

@@ -17,14 +17,21 @@ def frame_mask(num_frames: Tensor, max_frames: int, dtype: torch.dtype = torch.f
     return (steps.unsqueeze(0) < num_frames.unsqueeze(1)).to(dtype)  # (B, T)
 
 
+def as_frame_mask(mask: Tensor, length: int) -> Tensor:
+    """A (B, T) frame mask from what the layers take as ``mask``: (B,) frame counts (Eq. (19),
+    on their device: no host work) or a (B, T) mask, returned as it is."""
+    if mask.ndim == 1:
+        return frame_mask(mask, length)
+    return mask
+
+
 def masked_mean(x: Tensor, mask: Tensor | FramePacking | None) -> Tensor:
     """Mean over frames of x: (B, T, D) counting only mask: (B, T) == 1 (or a packing's
-    frame mask) -> (B, D). A video with zero frames gets the zero vector.
+    frame mask, or (B,) frame counts) -> (B, D). A video with zero frames gets the zero vector.
     """
     if mask is None:
         return x.mean(dim=1)
-    if isinstance(mask, FramePacking):
-        mask = mask.frame_mask
+    mask = mask.frame_mask if isinstance(mask, FramePacking) else as_frame_mask(mask, x.shape[1])
     m = mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
     return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)  # (B, D)
 

@@ -20,6 +20,7 @@ from nextvlad.nn import FramePacking
 from nextvlad.training.batches import REFERENCE_FRAMES, device_batch
 from nextvlad.training.distributed import Context
 from nextvlad.training.options import TrainOptions
+from nextvlad.training.progress import track_videos
 
 
 def model_inputs(
@@ -62,12 +63,17 @@ def iter_predictions(
     branch: int | None = None,
     max_batches: int | None = None,
     precision: str = "fp32",
+    progress: str | None = None,
 ) -> Iterator[tuple[Batch, Tensor]]:
-    """(batch, logits (B, C) float32 on the CPU) for each batch, the model in eval mode."""
+    """(batch, logits (B, C) float32 on the CPU) for each batch, the model in eval mode.
+    ``progress``: show the videos done on stderr under this name ("eval", "predict";
+    ``nextvlad.training.progress.track_videos``)."""
     was_training = model.training
     pad_to = reference_frames(model)
     model.eval()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    tracked = None if progress is None else track_videos(batches, progress)
+    batches = batches if tracked is None else tracked
     try:
         with torch.no_grad():
             for i, batch in enumerate(batches):
@@ -81,6 +87,8 @@ def iter_predictions(
                 yield batch, select_logits(out, branch).float().cpu()
     finally:
         model.train(was_training)
+        if tracked is not None:  # the bar ends here, also after --max-batches or an error
+            tracked.close()
 
 
 def evaluate(
@@ -94,9 +102,11 @@ def evaluate(
     max_batches: int | None = None,
     precision: str = "fp32",
     top_k: int = 20,
+    progress: str | None = None,
 ) -> tuple[YT8MMetrics, float, int]:
     """(metrics over the batches, summed loss, number of videos). The loss is the
-    reference's cross-entropy; divide by the number of videos for the mean."""
+    reference's cross-entropy; divide by the number of videos for the mean. ``progress``:
+    as :func:`iter_predictions`'s."""
     metrics = YT8MMetrics(num_classes, top_k=top_k)
     loss_sum = 0.0
     for batch, logits in iter_predictions(
@@ -107,6 +117,7 @@ def evaluate(
         branch=branch,
         max_batches=max_batches,
         precision=precision,
+        progress=progress,
     ):
         labels = batch.labels
         if labels.shape[1] != num_classes:

@@ -27,6 +27,7 @@ import socket
 import struct
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from nextvlad.data._wire import I32, I64, VARINT, len_field, varint
 from nextvlad.data.tfrecord import encode_record
@@ -53,8 +54,22 @@ def scalar_event(tag: str, value: float, step: int, wall_time: float) -> bytes:
     return _event(wall_time, step, len_field(5, summary))
 
 
+def _new_file(logdir: Path, name: str) -> tuple[Path, BinaryIO]:
+    """A file of this writer's own: ``name``, or ``name.001``, ``name.002``, ... where a writer
+    of the same second has it (created exclusively, so two writers never share one). The
+    suffixes sort after the plain name, so TensorBoard reads the files in the order written."""
+    for n in range(1000):
+        path = logdir / (name if n == 0 else f"{name}.{n:03d}")
+        try:
+            return path, open(path, "xb")  # closed in EventWriter.close()
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{logdir}: a thousand event files named {name}*")
+
+
 class EventWriter:
-    """Appends scalars to ``<logdir>/events.out.tfevents.<time>.<host>``.
+    """Writes scalars to ``<logdir>/events.out.tfevents.<time>.<host>`` (a file of its own:
+    ``.001``, ... added where another writer started in the same second).
 
     ``start_step``: the first step this writer logs; what earlier writers in ``logdir``
     logged at it and after it is dropped by TensorBoard (a SessionLog START there).
@@ -64,8 +79,9 @@ class EventWriter:
         logdir = Path(logdir)
         logdir.mkdir(parents=True, exist_ok=True)
         now = time.time()
-        self.path = logdir / f"events.out.tfevents.{int(now)}.{socket.gethostname()}"
-        self._file = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        self.path, self._file = _new_file(
+            logdir, f"events.out.tfevents.{int(now)}.{socket.gethostname()}"
+        )
         self._file.write(encode_record(_event(now, 0, len_field(3, FILE_VERSION.encode()))))
         start = len_field(7, varint(1 << 3 | VARINT) + varint(SESSION_START))
         self._file.write(encode_record(_event(now, start_step, start)))

@@ -58,6 +58,7 @@ from nextvlad.training.state import TrainerState, TrainingParts, save_training_c
 from nextvlad.training.step import build_step
 
 log = logging.getLogger("nextvlad.train")
+MIN_TRAIN_BATCH = 2  # examples a process's batch needs for batch statistics
 
 __all__ = ["TrainingError", "train"]
 
@@ -102,6 +103,7 @@ class _Run:
         self.speed = [0, time.perf_counter()]  # examples and start time since the last log
         self.report: Reporter | None = None
         self.batches: Iterator[Batch] | None = None
+        self.epoch_steps = 0  # steps of the current epoch (1 if resumed in its middle)
 
     # Set-up.
 
@@ -168,9 +170,11 @@ class _Run:
                     break
                 if self.trainer.batches_in_epoch == 0:
                     raise TrainingError(self._no_examples())
+                if self.epoch_steps == 0:
+                    raise TrainingError(self._only_small_batches())
                 self.report.epoch_ended(self.trainer.batches_in_epoch)
                 self.trainer.epoch += 1
-                self.trainer.batches_in_epoch = 0
+                self.trainer.batches_in_epoch = self.trainer.skipped_in_epoch = 0
             self._finish()
         finally:
             self._close()
@@ -182,6 +186,7 @@ class _Run:
         data, "done" (--max-steps) or "signal"."""
         self.train_set.set_epoch(self.trainer.epoch)
         self.batches = iter(self.loader)
+        self.epoch_steps = int(self.trainer.batches_in_epoch > 0)  # resumed: it had steps
         for _ in range(self.trainer.batches_in_epoch):  # resume mid-epoch: same order, skip
             self._next_batch()
         while True:
@@ -190,20 +195,25 @@ class _Run:
                 return "signal"
             batch = self._next_batch()
             # A batch of no video carries only the skips after a stream's last video.
-            have, size, skipped, signalled = sum_over_ranks(
+            have, size, skipped, signalled, small = sum_over_ranks(
                 [
                     float(batch is not None and len(batch) > 0),
                     len(batch or ()),
                     0 if batch is None else batch.num_skipped,
                     self.stop.signum,
+                    float(batch is not None and 0 < len(batch) < MIN_TRAIN_BATCH),
                 ],
                 self.ctx,
             )
-            self.trainer.skipped_records += int(skipped)
+            self._count_skips(int(skipped))
             if have < self.ctx.world_size:
                 return "end"
             assert batch is not None
-            self._train_on(batch, int(size))
+            if small:  # decided on the host from the batch sizes: no wait for the device
+                self._drop_small_batch()
+            else:
+                self._train_on(batch, int(size))
+                self.epoch_steps += 1
             if signalled:
                 self.stopped_by = self.stop.signum or signal.SIGTERM
                 return "signal"
@@ -219,6 +229,29 @@ class _Run:
                 "YouTube-8M's 3/frame/validate; `nextvlad inspect` counts them)"
             )
         return f"an epoch of no example: --train-data {data} holds no video to train on"
+
+    def _count_skips(self, skipped: int) -> None:
+        """Corrupt records skipped (--skip-corrupt): every epoch meets the same ones again,
+        so a record counts once, in the epoch that met the most."""
+        trainer = self.trainer
+        trainer.skipped_in_epoch += skipped
+        trainer.skipped_records = max(trainer.skipped_records, trainer.skipped_in_epoch)
+
+    def _only_small_batches(self) -> str:
+        return (
+            f"an epoch of no batch of two videos or more: --train-data "
+            f"{' '.join(self.options.train_data)} gave each process batches of one "
+            f"{'segment' if self.options.task == 'segments' else 'video'} only (batch "
+            "normalisation needs two a batch): give more data or fewer processes"
+        )
+
+    def _drop_small_batch(self) -> None:
+        """A process has a batch of one example (the remainder of a data stream): batch
+        statistics of one row are no statistics (the unbiased update divides by n - 1), so
+        every process drops its batch; it counts as read (the resume position) and in
+        ``small_batches``."""
+        self.trainer.batches_in_epoch += 1
+        self.trainer.small_batches += 1
 
     def _next_batch(self) -> Batch | None:
         """The next batch, None at the end of the epoch; data errors say where training is."""
@@ -248,9 +281,11 @@ class _Run:
         lr = self.step.recipe.learning_rate_at(trainer.examples_seen)
         self.report.step(trainer, self._examples_per_s(), self.last_loss, lr)
         started = time.perf_counter()
-        if self._due(options.eval_every, "eval"):
-            self._evaluate()
-        if self._due(options.checkpoint_every, "checkpoint"):
+        evaluate = self._due(options.eval_every, "eval")
+        save = self._due(options.checkpoint_every, "checkpoint")
+        if evaluate:
+            self._evaluate(save_on_error=save)
+        if save:
             self._save()
         self.speed[1] += time.perf_counter() - started  # examples/s of the steps alone
 
@@ -275,6 +310,9 @@ class _Run:
         return self.trainer.step >= max_steps
 
     def _examples_per_s(self) -> float:
+        """Since the last log; right after it (no example since), that interval's figure."""
+        if not self.speed[0] and self.speeds:
+            return self.speeds[-1]
         return self.speed[0] / max(time.perf_counter() - self.speed[1], 1e-9)
 
     # What the device knows.
@@ -328,9 +366,24 @@ class _Run:
 
     # Evaluation and checkpoints.
 
-    def _evaluate(self) -> None:
+    def _evaluate(self, *, save_on_error: bool = False) -> None:
+        """Evaluate on --eval-data; a data error there stops training like one in the
+        training data, naming the step and the last good checkpoint, after writing the
+        checkpoint due at this step (``save_on_error``: the weights are good)."""
         if self.eval_set is None:
             return
+        try:
+            self._evaluate_now()
+        except DataError as err:
+            if save_on_error:
+                self._save()
+            message = data_error_message(
+                err, self.trainer, self.run_dir, self.last_saved, evaluating=True
+            )
+            raise TrainingError(message) from None
+
+    def _evaluate_now(self) -> None:
+        assert self.eval_set is not None
         self._settle()
         if not self.options.sync_batchnorm:
             average_batch_norm_statistics(self.model, self.ctx)
@@ -423,6 +476,7 @@ class _Run:
             "examples_per_s": statistics.median(self.speeds[1:] or self.speeds or [0.0]),
             "skipped_records": trainer.skipped_records,
             "nonfinite_batches": trainer.nonfinite_batches,
+            "small_batches": trainer.small_batches,
             "eval": self.last_eval,
             "signal": int(self.stopped_by),
         }

@@ -296,6 +296,11 @@ class TrainOptions:
                 kind.check(value)
             except ValueError as err:
                 raise ConfigError(f"{_name(f)}: {err}") from None
+        if self.batch_size < 2:
+            raise ConfigError(
+                f"--batch-size: at least 2 for training (batch normalisation takes statistics "
+                f"over the batch), got {self.batch_size}"
+            )
         if self.epochs is None and self.max_steps is None:
             raise ConfigError("give --epochs or --max-steps")
         if self.precision not in PRECISIONS:

@@ -4,7 +4,8 @@ Log lines go to the ``nextvlad.train`` logger (``nextvlad train`` prints INFO an
 stderr): under torchrun one line at the start with the number of processes and the global
 batch; each evaluation; the counts of skipped records and batches; and at the end of every
 run where its checkpoint went. While the progress bar shows they pass above it, never glued
-onto it (``nextvlad.training.progress``). TensorBoard (``RUN/tensorboard``): ``train/loss``,
+onto it; where stderr is no terminal a plain progress line comes every 30 s instead of the
+bar (``nextvlad.training.progress``). TensorBoard (``RUN/tensorboard``): ``train/loss``,
 ``train/gap`` (of the batch), ``train/learning_rate``, ``train/examples_per_second`` every
 ``--log-every`` steps; ``eval/gap``, ``eval/map``, ``eval/hit_at_one``, ``eval/perr``,
 ``eval/loss`` at each evaluation (``eval/segment_map`` with ``--task segments``);
@@ -45,9 +46,15 @@ def _is_class_out_of_range(err: DataError) -> bool:
     return isinstance(err, ClassRangeError)
 
 
-def data_error_message(err: DataError, trainer: TrainerState, run: Path, last_saved: int) -> str:
-    """A data error in the middle of training: what, where training was, and what to do."""
-    text = f"{error_message(err)} (epoch {trainer.epoch}, after step {trainer.step})"
+def data_error_message(
+    err: DataError, trainer: TrainerState, run: Path, last_saved: int, *, evaluating: bool = False
+) -> str:
+    """A data error in the middle of training (``evaluating``: in --eval-data, during an
+    evaluation): what, where training was, and what to do."""
+    where = f"epoch {trainer.epoch}, after step {trainer.step}"
+    if evaluating:
+        where = f"--eval-data, evaluating after step {trainer.step}"
+    text = f"{error_message(err)} ({where})"
     if _is_class_out_of_range(err):
         return (
             f"{text}; the data has more classes than the model: train into a new --out with "
@@ -116,7 +123,12 @@ class Reporter:
 
     def step(self, trainer: TrainerState, examples_per_s: float, loss: float, lr: float) -> None:
         self.progress.update(
-            trainer.step, epoch=trainer.epoch, examples_per_s=examples_per_s, loss=loss, lr=lr
+            trainer.step,
+            epoch=trainer.epoch,
+            examples_per_s=examples_per_s,
+            loss=loss,
+            lr=lr,
+            examples=trainer.examples_seen,
         )
 
     def train_scalars(
@@ -183,6 +195,13 @@ class Reporter:
         if trainer.nonfinite_batches:
             batches = plural(trainer.nonfinite_batches, "batch", "batches")
             log.warning("skipped %s with a non-finite loss (--skip-nonfinite)", batches)
+        if trainer.small_batches:
+            batches = plural(trainer.small_batches, "batch", "batches")
+            log.warning(
+                "dropped %s of one example (a process's last batch of an epoch; batch "
+                "statistics need two examples)",
+                batches,
+            )
         if not stopped and last_saved >= 0:
             log.info(
                 "trained to step %d (%s); checkpoint %s",

@@ -4,7 +4,9 @@ of another checkpoint (``--init-from``).
 Before the first step the run folder must be writable with room for the checkpoints (every
 rank learns if rank 0's check failed); a folder that already holds checkpoints is refused
 without ``--resume``; a checkpoint of another model is refused with what differs
-(``nextvlad.training.config_diff``). ``run.json`` is written once all of that passed.
+(``nextvlad.training.config_diff``). ``run.json`` is written once all of that passed, for a
+new run only: a resume keeps the options the run was started with there and appends what it
+changed to ``resumes.jsonl``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,13 +28,14 @@ from nextvlad.checkpoint import (
     load_state,
     resolve_model_dir,
 )
-from nextvlad.errors import NextVLADError
+from nextvlad.errors import ConfigError, NextVLADError
 from nextvlad.models import ModelConfig
 from nextvlad.training.config_diff import check_checkpoint_fits
 from nextvlad.training.distributed import Context, all_ranks_have
 from nextvlad.training.options import TrainOptions
 from nextvlad.training.run_folder import (
     INIT_FROM,
+    RESUMES,
     RUN_OPTIONS,
     TrainingError,
     check_run_folder,
@@ -94,8 +98,34 @@ def start_run(
                 log.info("--init-from: changed from the checkpoint: %s", ", ".join(changed))
             record_init_from(run, options.init_from, folder)
     if ctx.is_main:
-        options.save(run / RUN_OPTIONS)
+        if checkpoint is None or not (run / RUN_OPTIONS).is_file():
+            options.save(run / RUN_OPTIONS)  # a new run (or one whose options are gone)
+        else:  # run.json keeps the options the run was started with
+            record_resume(run, options, trainer.step)
     return trainer, checkpoint
+
+
+def record_resume(run: Path, options: TrainOptions, step: int) -> None:
+    """Append to ``RUN/resumes.jsonl`` one line for this resume: the step it resumes from,
+    when, and each option it gives another value than ``run.json`` has (``[before, now]``)."""
+    path = run / RESUMES
+    changed: dict[str, list[Any]] = {}
+    try:
+        before = TrainOptions.load(run / RUN_OPTIONS).to_dict()
+    except ConfigError:
+        before = {}
+    for key, value in options.to_dict().items():
+        if key != "resume" and key in before and before[key] != value:
+            changed[key] = [before[key], value]
+    if changed:
+        log.info("--resume: options changed from %s: %s", run / RUN_OPTIONS, ", ".join(changed))
+    record = {
+        "step": step,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "changed": changed,
+    }
+    earlier = path.read_bytes() if path.is_file() else b""
+    atomic_write_bytes(path, earlier + (json.dumps(record) + "\n").encode())
 
 
 def record_init_from(run: Path, given: str, folder: Path) -> None:

@@ -1,11 +1,15 @@
 """The run folder: its layout, the checks before training, and pruning old checkpoints.
 
 ``RUN/run.json`` holds every option of the run (``TrainOptions``), written before the first
-step; ``RUN/checkpoints/step-XXXXXXXX/`` the checkpoints (written by
+step and kept as it was by ``--resume``; ``RUN/resumes.jsonl`` a line for each resume (the
+step, the time, the options changed from ``run.json``: ``{"batch_size": [80, 64]}``); ``RUN/checkpoints/step-XXXXXXXX/`` the checkpoints (written by
 ``nextvlad.training.state``) and ``RUN/checkpoints/latest`` the name of the newest;
 ``RUN/tensorboard/`` the event files. Only complete checkpoints carry a ``step-*`` name:
 what an interrupted save or prune leaves behind is a ``.step-XXXXXXXX.tmp`` or
-``.step-XXXXXXXX.trash`` folder (or a ``.latest.*.tmp`` file), removed by the next save.
+``.step-XXXXXXXX.trash`` folder (or a ``.latest.*.tmp`` file), removed by the next start or
+save; a re-save of a step interrupted between its two renames (no ``step-N``, its old folder
+as ``.step-N.trash`` and the complete new one as ``.step-N.tmp``) is finished first, so
+that the step keeps its new checkpoint.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import re
 import shutil
 from pathlib import Path
 
-from nextvlad.checkpoint import CHECKPOINTS, list_checkpoints
+from nextvlad.checkpoint import CHECKPOINTS, STEP_DIR, TRAINER, list_checkpoints
 from nextvlad.errors import ConfigError, NextVLADError
 from nextvlad.training.options import TrainOptions, data_order_changes
 
 log = logging.getLogger("nextvlad.train")
 RUN_OPTIONS = "run.json"
+RESUMES = "resumes.jsonl"  # one line a --resume: its step, time, and the options it changed
 INIT_FROM = "init-from.json"  # where --init-from's weights came from
 TENSORBOARD = "tensorboard"
 _PARTIAL = re.compile(r"^\.(step-\d{8}\.(tmp|trash)|latest\..*\.tmp)$")
@@ -36,11 +41,31 @@ def checkpoint_dir(run: Path, step: int) -> Path:
     return run / CHECKPOINTS / f"step-{step:08d}"
 
 
+def _finish_resave(root: Path) -> None:
+    """Re-saving ``step-N`` renames it to ``.step-N.trash``, then the complete
+    ``.step-N.tmp`` to ``step-N``: a crash between the two renames leaves no ``step-N``, and
+    the new checkpoint under its temporary name. Put it in place."""
+    for trash in root.glob(".step-*.trash"):
+        name = trash.name[1 : -len(".trash")]
+        tmp, final = root / f".{name}.tmp", root / name
+        if STEP_DIR.match(name) and not final.exists() and (tmp / TRAINER).is_file():
+            try:
+                os.rename(tmp, final)
+            except OSError as err:
+                raise TrainingError(
+                    f"cannot restore checkpoint {final} from {tmp}: {err}"
+                ) from None
+            log.warning("%s: finished re-saving it, which a crash had interrupted", final)
+
+
 def remove_partial_checkpoints(run_dir: Path) -> None:
-    """Delete what an interrupted save left behind (temporary and trash folders and files)."""
+    """Finish a re-save a crash interrupted between its renames (``_finish_resave``), then
+    delete what interrupted saves and prunes left behind (temporary and trash folders and
+    files)."""
     root = run_dir / CHECKPOINTS
     if not root.is_dir():
         return
+    _finish_resave(root)
     for path in root.iterdir():
         if _PARTIAL.match(path.name):
             if path.is_dir():

@@ -51,7 +51,9 @@ from nextvlad.training.serialize import (
 )
 
 OPTIMIZER = "optimizer.safetensors"
-_OPTIONAL_COUNTERS = frozenset({"skipped_records", "nonfinite_batches"})  # added later
+_OPTIONAL_COUNTERS = frozenset(
+    {"skipped_records", "skipped_in_epoch", "nonfinite_batches", "small_batches"}
+)  # added later
 
 
 @dataclass
@@ -60,8 +62,12 @@ class TrainerState:
     epoch: int = 0  # current epoch
     batches_in_epoch: int = 0  # batches of the current epoch already read (this rank)
     examples_seen: int = 0  # global examples (all ranks) trained on, for the lr schedule
-    skipped_records: int = 0  # corrupt records skipped so far (all ranks; --skip-corrupt)
+    # Corrupt records skipped (all ranks; --skip-corrupt): each epoch reads them again, so
+    # the records are the most any epoch met, and those of the current epoch so far.
+    skipped_records: int = 0
+    skipped_in_epoch: int = 0
     nonfinite_batches: int = 0  # batches skipped for a non-finite loss (--skip-nonfinite)
+    small_batches: int = 0  # steps dropped: a process had a batch of one example
 
     @classmethod
     def from_json(cls, data: object, where: Path) -> TrainerState:

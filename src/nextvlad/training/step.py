@@ -219,7 +219,8 @@ class TrainStep:
 
     @torch.no_grad()
     def _apply(self, finite: Tensor, saved: list[Tensor]) -> None:
-        if self.fused:  # the kernel skips the update where found_inf is nonzero
+        if self.fused:  # the kernel skips the update where found_inf is nonzero (GradScaler's
+            # private protocol: tests/training/test_optim.py fails if torch changes it)
             self.optimizer.found_inf = (~finite).float()  # type: ignore[attr-defined]
             try:
                 self.optimizer.step()

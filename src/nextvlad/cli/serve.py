@@ -12,7 +12,6 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from nextvlad._args import DEVICE, NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT
 from nextvlad.errors import UsageError
@@ -131,11 +130,12 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
         import prometheus_client  # noqa: F401
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError:
         raise UsageError(_EXTRA) from None
     from nextvlad.serve.app import Settings, create_app
     from nextvlad.serve.backends import load_backend
+    from nextvlad.serve.runner import run
     from nextvlad.training.distributed import resolve_device
 
     token = _read_token(args.token_file)
@@ -177,13 +177,4 @@ def _serve(args: argparse.Namespace) -> int:
         f"http://{args.host}:{args.port}/v2/models/{settings.name}",
         file=sys.stderr,
     )
-    config: Any = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=30,
-    )
-    uvicorn.Server(config).run()
-    return 0
+    return run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -174,7 +174,8 @@ def server(checkpoint: str, args: argparse.Namespace) -> Iterator[tuple[str, int
                 if httpx.get(url + "/v2/health/ready", timeout=2).status_code == 200:
                     break
             time.sleep(0.2)
-        yield url, process.pid
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        yield url, int(children[0]) if children else process.pid  # the server under `timeout`
     finally:
         if process.poll() is None:
             process.terminate()
@@ -234,21 +235,27 @@ def _batches(url: str) -> tuple[float, float]:
 
 
 async def _drive(url: str, bodies: list, concurrency: int, total: int) -> tuple[list, float]:
-    """``total`` requests from ``concurrency`` clients; (status, seconds) each, wall time."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    answers: list[tuple[int, float]] = []
+    """``total`` requests from ``concurrency`` clients (aiohttp); (status or the error's
+    name, seconds) each, and the wall time."""
+    import aiohttp
+
+    answers: list[tuple[int | str, float]] = []
     sent = iter(range(total))
-    async with httpx.AsyncClient(limits=limits, timeout=300) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
 
         async def worker() -> None:
             for i in sent:
                 body, headers = bodies[i % len(bodies)]
                 t = time.perf_counter()
+                status: int | str
                 try:
-                    response = await client.post(url, content=body, headers=headers)
-                    status = response.status_code
-                except httpx.HTTPError:
-                    status = -1
+                    async with client.post(url, data=body, headers=headers) as response:
+                        await response.read()
+                        status = response.status
+                except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+                    status = type(err).__name__
                 answers.append((status, time.perf_counter() - t))
 
         started = time.perf_counter()

@@ -144,6 +144,7 @@ class ModelServer:
             max_delay_ms=s.max_delay_ms,
             max_queue=s.max_queue,
             metrics=self.metrics,
+            convert=self.backend.convert,
         )
         self.batcher.start()
         started = time.perf_counter()

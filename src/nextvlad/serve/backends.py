@@ -64,9 +64,16 @@ class Backend:
         return tuple(s.name for s in streams)
 
     def prepare(self, streams: list[np.ndarray], datatype: str) -> Tensor:
-        """The request's feature inputs (each (B, T, d) or (B, d)) as one tensor for ``run``."""
-        x = torch.from_numpy(np.concatenate(streams, axis=-1))
-        if datatype == "UINT8" and self.frames_dtype == torch.float32:
+        """The request's feature inputs (each (B, T, d) or (B, d)) as one tensor, as they
+        came (``convert`` makes them the model's, in the batcher's worker thread)."""
+        if datatype not in self.datatypes:
+            raise ValueError(f"datatype {datatype} for a backend of {self.datatypes}")
+        return torch.from_numpy(np.concatenate(streams, axis=-1))
+
+    def convert(self, x: Tensor) -> Tensor:
+        """A request's tensor in ``frames_dtype``: UINT8 frames for a float32 backend are
+        dequantised with the records' arithmetic (``q * 4/255 + 4/512 - 2``, float32)."""
+        if x.dtype == torch.uint8 and self.frames_dtype == torch.float32:
             return x.to(torch.float32).mul_(DEQUANT_SCALE).add_(DEQUANT_BIAS)
         return x.to(self.frames_dtype)
 

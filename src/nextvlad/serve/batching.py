@@ -40,23 +40,28 @@ class _Work:
         return int(self.x.shape[0])
 
 
-def merge(items: list[_Work]) -> tuple[Tensor, Tensor | None]:
-    """One batch of the items' videos: frames padded with zeros to the longest."""
+def merge(
+    items: list[_Work], convert: Callable[[Tensor], Tensor] = lambda x: x
+) -> tuple[Tensor, Tensor | None]:
+    """One batch of the items' videos, each made the model's dtype by ``convert``; frames
+    padded with zeros to the longest."""
     if items[0].num_frames is None:
-        return torch.cat([w.x for w in items]), None
-    length = max(int(w.x.shape[1]) for w in items)
+        return torch.cat([convert(w.x) for w in items]), None
+    parts = [convert(w.x) for w in items]
+    length = max(int(p.shape[1]) for p in parts)
     size = sum(len(w) for w in items)
-    x = torch.zeros(size, length, items[0].x.shape[2], dtype=items[0].x.dtype)  # (B, T, D)
+    x = torch.zeros(size, length, parts[0].shape[2], dtype=parts[0].dtype)  # (B, T, D)
     start = 0
-    for w in items:
-        x[start : start + len(w), : w.x.shape[1]] = w.x
-        start += len(w)
+    for p in parts:
+        x[start : start + len(p), : p.shape[1]] = p
+        start += len(p)
     counts = [w.num_frames for w in items if w.num_frames is not None]
     return x, torch.cat(counts)
 
 
 class Batcher:
-    """Queue and batch the requests of one model; ``run`` is the backend's forward."""
+    """Queue and batch the requests of one model; ``run`` is the backend's forward,
+    ``convert`` makes a request's tensor the dtype it takes (both in the worker thread)."""
 
     def __init__(
         self,
@@ -66,8 +71,10 @@ class Batcher:
         max_delay_ms: float,
         max_queue: int,
         metrics: ServerMetrics,
+        convert: Callable[[Tensor], Tensor] = lambda x: x,
     ) -> None:
         self._run = run
+        self._convert = convert
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay_ms / 1000.0
         self.max_queue = max_queue
@@ -147,22 +154,26 @@ class Batcher:
             finally:
                 self._busy = False
 
+    def _forward(self, batch: list[_Work]) -> tuple[int, Tensor]:
+        """(videos, probabilities) of one batch, in the worker thread."""
+        x, num_frames = merge(batch, self._convert)
+        return len(x), self._run(x, num_frames)
+
     async def _answer(self, batch: list[_Work]) -> None:
         """Run one batch and resolve its requests' futures."""
         if not batch:
             return
         loop = asyncio.get_running_loop()
-        x, num_frames = merge(batch)
         started = time.perf_counter()
         try:
-            probabilities = await loop.run_in_executor(self._executor, self._run, x, num_frames)
+            size, probabilities = await loop.run_in_executor(self._executor, self._forward, batch)
         except Exception as err:  # the model's failure: each request answers 500
             for w in batch:
                 if not w.future.done():
                     w.future.set_exception(err)
             return
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        self.metrics.batch_size.observe(len(x))
+        self.metrics.batch_size.observe(size)
         self.metrics.batch_requests.observe(len(batch))
         start = 0
         for w in batch:

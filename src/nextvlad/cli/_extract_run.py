@@ -100,7 +100,9 @@ def run_extract(args: argparse.Namespace) -> int:
     extractor = build_extractor(args)
     failures: list[tuple[str, str]] = []
     notes: list[tuple[str, str]] = []
-    todo, skipped, seen = [], 0, {}
+    todo: list[tuple[str, str, tuple[int, ...]]] = []
+    seen: dict[str, str] = {}  # id -> the input that has it
+    skipped = 0
     with ShardWriter(out, shard_size=args.shard_size, rank=None if world == 1 else rank) as writer:
         for item in items:
             vid = video_id(item.source, args.id)

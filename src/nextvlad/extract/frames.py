@@ -23,8 +23,9 @@ same pixels on H.264 yuv420p). A folder of images is one frame an image, in name
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -50,7 +51,8 @@ class VideoError(NextVLADError):
     """A video (or image folder) that cannot be opened or decoded; the message names it."""
 
 
-class Frame(NamedTuple):
+@dataclass(frozen=True)
+class Frame:
     """A kept frame: ``rgb`` (H, W, 3) uint8, its index among the decoded frames and its
     timestamp in milliseconds from the stream's start (OpenCV's ``CAP_PROP_POS_MSEC``)."""
 

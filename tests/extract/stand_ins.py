@@ -48,17 +48,19 @@ def patch_network(monkeypatch) -> None:
 
 
 class FakeAudio:
-    """An audio side that returns ``rows`` rows of its own (or None: no audio stream)."""
+    """An audio side whose embeddings are ``rows`` rows of its own, whatever the waveform."""
 
-    def __init__(self, rows: int | None) -> None:
+    def __init__(self, rows: int) -> None:
         self.rows = rows
-        self.paths: list[str] = []
+        self.calls: list[tuple[int, int | None]] = []
 
-    def extract(self, path: str | Path) -> np.ndarray | None:
-        self.paths.append(str(path))
-        if self.rows is None:
-            return None
-        return (np.arange(self.rows * 128).reshape(self.rows, 128) % 251).astype(np.uint8)
+    def embeddings(self, waveform: np.ndarray, max_examples: int | None = None) -> np.ndarray:
+        self.calls.append((len(waveform), max_examples))
+        return self.table()
+
+    def table(self) -> np.ndarray:
+        values = np.arange(self.rows * 128, dtype=np.float32).reshape(self.rows, 128)
+        return np.sin(values) * 2.5  # some beyond the quantizer's [-2, 2]
 
 
 # `python -c CHEAP_MAIN PAUSE extract ...`: `nextvlad extract ...` with the cheap network, and

@@ -142,25 +142,23 @@ def test_broken_inputs_are_named_and_the_rest_written(tmp_path, weights, videos,
     assert "extract: " not in err.replace("nextvlad extract: ", "")  # --no-progress
 
 
-def test_audio_less_video_with_audio_model_is_named(tmp_path, weights, videos, monkeypatch, capsys):
-    from nextvlad.extract.pipeline import Extractor
-    from tests.extract.stand_ins import FakeAudio
+def test_audio_with_vggish_and_an_audio_less_video(tmp_path, weights, videos, capsys):
+    from tests.extract.audio_factories import write_audio_pca, write_vggish_checkpoint
 
-    original = Extractor.from_files.__func__
-
-    def with_fake_audio(cls, *args, **kwargs):
-        extractor = original(cls, *args, **{**kwargs, "audio_model": None, "audio_pca": None})
-        extractor.audio = FakeAudio(None)
-        return extractor
-
-    monkeypatch.setattr(Extractor, "from_files", classmethod(with_fake_audio))
+    ckpt = write_vggish_checkpoint(tmp_path / "vggish_model.ckpt")
+    params = write_audio_pca(tmp_path / "vggish_pca_params.npz")
+    sound = write_video(tmp_path / "sound.mp4", 25, 60, audio_seconds=2.5)
     out = tmp_path / "out"
-    args = ["--audio-model", weights[0], "--audio-pca", weights[0]]
-    assert extract(weights, videos[0], "--out", out, *args) == 0
+    args = ["--audio-model", ckpt, "--audio-pca", params]
+    assert extract(weights, videos[0], sound, "--out", out, *args) == 0
     err = capsys.readouterr().err
     assert f"note: {videos[0]}: no audio stream: zero audio written" in err
-    (batch,) = dataset(out.glob("*.tfrecord")).loader(1, num_workers=0)
-    assert (batch.frames[0, :, 1024:] == 127).all()
+    assert "sound.mp4: " not in err
+    batches = list(dataset(out.glob("*.tfrecord")).loader(2, num_workers=0))
+    (batch,) = batches
+    assert batch.ids == ["v0", "sound"]
+    assert (batch.frames[0, :2, 1024:] == 127).all()
+    assert not (batch.frames[1, :3, 1024:] == 127).all()
 
 
 def test_rerun_skips_what_is_there(tmp_path, weights, videos, capsys):

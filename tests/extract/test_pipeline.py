@@ -12,8 +12,9 @@ from nextvlad.data import VideoDataset
 from nextvlad.data.example import parse_sequence_example
 from nextvlad.data.schema import decode_video, infer_schema
 from nextvlad.extract import ZERO_AUDIO_BYTE, Extractor, VideoError, iter_video_frames
+from nextvlad.extract.audio import AudioExtractor, align_audio, decode_audio, quantize_audio
 from nextvlad.extract.pca import PCA, quantize
-from nextvlad.extract.pipeline import align_audio, dequantize
+from nextvlad.extract.pipeline import dequantize
 from nextvlad.extract.writer import ShardWriter, encode_extracted
 from tests.extract.factories import write_inception_pth, write_pca
 from tests.extract.stand_ins import CheapNetwork, FakeAudio
@@ -79,30 +80,39 @@ def test_zero_audio_is_the_byte_nearest_zero(pca_dir, video):
     np.testing.assert_array_equal(got.mean_audio, np.zeros(128, np.float32))
 
 
+@pytest.fixture(scope="module")
+def sound_video(tmp_path_factory) -> Path:
+    """The same 6 kept frames, and 5.2 s of sound."""
+    return write_video(tmp_path_factory.mktemp("s") / "sound.mp4", 25, 130, audio_seconds=5.2)
+
+
 @pytest.mark.parametrize("rows", [10, 6, 2, 0])
-def test_audio_rows_are_cut_or_padded_to_the_rgb_rows(pca_dir, video, rows):
+def test_audio_rows_are_cut_or_padded_to_the_rgb_rows(pca_dir, sound_video, rows):
     audio = FakeAudio(rows)
-    got = cheap(pca_dir, audio=audio).extract(video)
-    track = audio.extract(video)
-    assert got.audio.shape == (6, 128)
-    n = min(rows, 6)
-    np.testing.assert_array_equal(got.audio[:n], track[:n])
-    fill = track[-1] if rows else np.full(128, ZERO_AUDIO_BYTE)
-    assert (got.audio[n:] == fill).all()
-    np.testing.assert_allclose(got.mean_audio, dequantize(got.audio).mean(axis=0))
+    got = cheap(pca_dir, audio=audio).extract(sound_video)
+    assert audio.calls and audio.calls[0][1] == 300  # at most max_frames examples
+    table = audio.table()
+    aligned = np.concatenate([table, np.repeat(table[-1:], 6, axis=0)])[:6] if rows else None
+    if aligned is None:
+        aligned = np.zeros((6, 128), np.float32)
+    np.testing.assert_array_equal(got.audio, quantize_audio(aligned))
+    np.testing.assert_allclose(got.mean_audio, aligned.mean(axis=0), rtol=1e-6)
     assert got.note is None
 
 
-def test_align_audio():
-    a = np.arange(3 * 128, dtype=np.uint8).reshape(3, 128)
-    np.testing.assert_array_equal(align_audio(a, 2), a[:2])
-    assert (align_audio(a, 5)[3:] == a[2]).all()
+def test_vggish_audio_of_a_video(tmp_path, pca_dir, sound_video):
+    """With the (random-weight) VGGish: the rows are the AudioExtractor's own, aligned."""
+    from tests.extract.audio_factories import write_audio_pca, write_vggish_checkpoint
 
-
-def test_video_without_audio_stream_gets_zero_audio_and_a_note(pca_dir, video):
-    got = cheap(pca_dir, audio=FakeAudio(None)).extract(video)
-    assert (got.audio == ZERO_AUDIO_BYTE).all()
-    assert got.note == "no audio stream: zero audio written"
+    ckpt = write_vggish_checkpoint(tmp_path / "vggish_model.ckpt")
+    params = write_audio_pca(tmp_path / "vggish_pca_params.npz")
+    audio = AudioExtractor.from_files(ckpt, params)
+    got = Extractor(CheapNetwork(), PCA.load(pca_dir), audio=audio).extract(sound_video)
+    rows = audio.extract(sound_video)
+    assert len(rows) == 5  # 5.2 s: 5 examples of 0.96 s, one a second
+    np.testing.assert_array_equal(got.audio, align_audio(rows, 6))
+    embeddings = align_audio(audio.embeddings(decode_audio(sound_video)), 6)
+    np.testing.assert_allclose(got.mean_audio, embeddings.mean(axis=0), rtol=1e-5, atol=1e-6)
 
 
 def test_folder_of_frames_of_two_sizes(tmp_path, pca_dir):

@@ -4,7 +4,10 @@
 them through the network in batches (``torch.inference_mode``), projects them with the PCA
 and quantizes them with Google's arithmetic (:mod:`nextvlad.extract.pca`); ``mean_rgb`` is the
 mean of the unquantized PCA features. Audio, when a VGGish model is given, is one row a second
-from :mod:`nextvlad.extract.audio`, cut or padded to the rgb rows (:func:`align_audio`).
+from :mod:`nextvlad.extract.audio` (VGGish, its PCA, unquantized), cut or padded to the rgb rows
+(``align_audio``: rows past the last rgb frame are cut, missing ones repeat the last row), then
+quantized by ``vggish_postprocess``'s rule; ``mean_audio`` is the mean of those aligned,
+unquantized rows.
 
 Without an audio model no audio is written, unless ``zero_audio``: then every audio byte is
 :data:`ZERO_AUDIO_BYTE` (127), the byte whose YouTube-8M dequantization
@@ -29,8 +32,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from nextvlad._yt8m import AUDIO_DIM, DEQUANT_BIAS, DEQUANT_SCALE, RGB_DIM
 from nextvlad.errors import NextVLADError
 from nextvlad.extract._sources import local_copy
+from nextvlad.extract.audio import ZERO_AUDIO_BYTE, align_audio, decode_audio, quantize_audio
 from nextvlad.extract.frames import Frame, VideoError, iter_frames
 
 __all__ = [
@@ -43,18 +48,12 @@ __all__ = [
     "dequantize",
 ]
 
-RGB_DIM = 1024
-AUDIO_DIM = 128
 POOL_DIM = 2048
 
 
 def dequantize(q: np.ndarray) -> np.ndarray:
     """YouTube-8M's dequantization of bytes (``readers.py``): ``q * 4/255 + 4/512 - 2``."""
-    return q.astype(np.float32) * (4.0 / 255.0) + (4.0 / 512.0) - 2.0
-
-
-# The byte that dequantizes nearest 0.0: 127 -> -2.6e-5 (128 -> +0.0157).
-ZERO_AUDIO_BYTE = int(np.argmin(np.abs(dequantize(np.arange(256)))))
+    return (q.astype(np.float32) * DEQUANT_SCALE + DEQUANT_BIAS).astype(np.float32)
 
 
 class Projection(Protocol):
@@ -64,9 +63,10 @@ class Projection(Protocol):
 
 
 class Audio(Protocol):
-    """What the pipeline needs of the audio side (:class:`nextvlad.extract.audio.AudioExtractor`)."""
+    """What the pipeline needs of the audio side (:class:`nextvlad.extract.audio.AudioExtractor`):
+    (n, 128) float32 PCA-whitened, unquantized VGGish features of a 16 kHz mono waveform."""
 
-    def extract(self, path: str | Path) -> np.ndarray | None: ...
+    def embeddings(self, waveform: np.ndarray, max_examples: int | None = None) -> np.ndarray: ...
 
 
 @dataclass
@@ -84,15 +84,6 @@ class ExtractedVideo:
     @property
     def num_frames(self) -> int:
         return len(self.rgb)
-
-
-def align_audio(audio: np.ndarray, rows: int) -> np.ndarray:
-    """``audio`` (m, 128) cut or padded to ``rows`` rows: a longer track loses its tail, a
-    shorter one is padded with its last row (with :data:`ZERO_AUDIO_BYTE` when it has none)."""
-    if len(audio) >= rows:
-        return audio[:rows]
-    fill = audio[-1] if len(audio) else np.full(AUDIO_DIM, ZERO_AUDIO_BYTE, np.uint8)
-    return np.concatenate([audio, np.broadcast_to(fill, (rows - len(audio), AUDIO_DIM))])
 
 
 def video_id(source: str | Path, how: str = "name") -> str:
@@ -194,7 +185,7 @@ class Extractor:
         if audio_model is not None and audio_pca is not None:
             from nextvlad.extract.audio import AudioExtractor
 
-            audio = AudioExtractor.from_files(audio_model, audio_pca)
+            audio = AudioExtractor.from_files(audio_model, audio_pca, device=device)
         return cls(
             network,
             PCA.load(pca),
@@ -275,17 +266,19 @@ class Extractor:
         return frames, track
 
     def _audio_track(self, path: str) -> _Track:
-        """(audio rows or None, note): VGGish's rows, or None with why zero audio is written."""
+        """(unquantized audio rows or None, note): VGGish's rows, or None and why zero audio is
+        written."""
         if self.audio is None:
             return None, None
         if Path(path).is_dir():
             return None, "an image folder has no audio: zero audio written"
         clock = _Clock()
-        found = self.audio.extract(path)
-        self.timings.audio += clock.lap()
-        if found is None:
+        waveform = decode_audio(path)
+        if waveform is None:
             return None, "no audio stream: zero audio written"
-        return np.asarray(found, np.uint8), None
+        found = self.audio.embeddings(waveform, self.max_frames)
+        self.timings.audio += clock.lap()
+        return np.asarray(found, np.float32), None
 
     def _finish(
         self,
@@ -304,8 +297,9 @@ class Extractor:
         rows, note = track
         audio = mean_audio = None
         if rows is not None:
-            audio = align_audio(rows, len(rgb))
-            mean_audio = dequantize(audio).mean(axis=0)
+            aligned = align_audio(rows, len(rgb))  # (n, 128) float32
+            audio = quantize_audio(aligned)
+            mean_audio = aligned.mean(axis=0).astype(np.float32)
         elif self.audio is not None or self.zero_audio:
             audio = np.full((len(rgb), AUDIO_DIM), ZERO_AUDIO_BYTE, np.uint8)
             mean_audio = np.zeros(AUDIO_DIM, np.float32)

@@ -73,7 +73,7 @@ def read(out: Path):
 def test_videos_folder_csv_and_glob(tmp_path, weights, videos, capsys):
     folder = write_images(tmp_path / "frames", 3)
     listing = tmp_path / "list.csv"
-    listing.write_text(f"path,labels\n{videos[1]},4;7\n{folder},\n")
+    listing.write_text(f"path,labels\n{videos[1]},7;4\n{folder},\n")  # sorted as Google does
     out = tmp_path / "out"
     code = extract(
         weights,

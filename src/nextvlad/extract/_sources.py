@@ -34,10 +34,10 @@ class Item:
 
 
 def parse_labels(text: str, where: str) -> tuple[int, ...]:
-    """``"3;17"`` (or ``"3,17"``) -> (3, 17); empty -> ()."""
+    """``"17;3"`` (or ``"17,3"``) -> (3, 17), sorted as Google's tool writes them; empty -> ()."""
     parts = [p.strip() for p in text.replace(",", ";").split(";") if p.strip()]
     try:
-        labels = tuple(int(p) for p in parts)
+        labels = tuple(sorted(int(p) for p in parts))
     except ValueError:
         raise UsageError(f"{where}: labels must be integers joined by ';', not {text!r}") from None
     if any(label < 0 for label in labels):

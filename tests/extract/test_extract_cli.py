@@ -327,3 +327,12 @@ def test_pca_is_required_without_fit_pca(tmp_path, weights, videos, capsys):
         main(["extract", str(videos[0]), "--inception", str(weights[0]), "--out", str(tmp_path)])
     assert exit_.value.code == 2
     assert "--pca is required" in capsys.readouterr().err
+
+
+def test_each_torchrun_process_takes_its_own_gpu(monkeypatch):
+    from nextvlad.cli.extract import _device
+
+    assert _device("cpu") == "cpu"
+    assert _device("cuda:3") == "cuda:3"
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert _device("cuda") == "cuda:2"

@@ -176,9 +176,14 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _device(text: str) -> str:
+    """The device of ``--device``; under torchrun ``cuda`` is this process's GPU (LOCAL_RANK)."""
     from nextvlad.training.distributed import resolve_device
 
-    return str(resolve_device(text))
+    try:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        raise UsageError("LOCAL_RANK must be an integer") from None
+    return str(resolve_device(text, local_rank))
 
 
 def build_extractor(args: argparse.Namespace) -> Any:

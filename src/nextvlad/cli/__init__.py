@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "nextvlad.cli.models",
     "nextvlad.cli.data",
     "nextvlad.cli.export",
+    "nextvlad.cli.extract",
     "nextvlad.cli.serve",
 )
 

@@ -129,6 +129,8 @@ def test_command_line_refusals(runs: Runs, tmp_path: Path) -> None:
     assert code == 2 and "no such checkpoint" in err
     code, err = _cli("--checkpoint", str(runs.frame), "--name", "a/b")
     assert code == 2 and "--name" in err
+    code, err = _cli("--checkpoint", str(runs.frame), "--inception", str(tmp_path / "empty"))
+    assert code == 2 and "--inception and --pca" in err
 
 
 def test_without_the_serve_extra(runs: Runs, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from nextvlad._args import DEVICE, NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT
 from nextvlad.errors import UsageError
@@ -82,6 +83,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a file holding a bearer token: every route but /v2/health/* then needs "
         "'Authorization: Bearer TOKEN' (401 without it)",
     )
+    c = p.add_argument_group(
+        "POST /v1/classify (uploaded videos; needs the extract extra, docs/extract.md)"
+    )
+    c.add_argument("--inception", metavar="PATH", help="Inception-v3 weights, as extract takes")
+    c.add_argument("--pca", metavar="PATH", help="the PCA (yt8m_pca.tgz or its folder)")
+    c.add_argument("--audio-model", metavar="PATH", help="VGGish weights: vggish_model.ckpt")
+    c.add_argument("--audio-pca", metavar="PATH", help="vggish_pca_params.npz")
+    c.add_argument(
+        "--zero-audio", action="store_true", help="without --audio-model: audio bytes of 127"
+    )
+    c.add_argument(
+        "--max-upload-mb",
+        type=POSITIVE_FLOAT,
+        default=256.0,
+        help="largest uploaded video in MiB; larger ones get 413 (256)",
+    )
     p.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
@@ -126,6 +143,29 @@ def _check_host(host: str, token: str | None) -> None:
         )
 
 
+def _extractor(args: argparse.Namespace, backend: Any) -> Any:
+    """The extractor of --inception and --pca (None without them) for /v1/classify."""
+    given = [a for a in ("inception", "pca", "audio_model", "audio_pca") if getattr(args, a)]
+    if not given and not args.zero_audio:
+        return None
+    if args.inception is None or args.pca is None:
+        raise UsageError("/v1/classify needs both --inception and --pca")
+    from nextvlad.extract.pipeline import Extractor
+    from nextvlad.serve.classify import check_extractor
+
+    extractor = Extractor.from_files(
+        args.inception,
+        args.pca,
+        audio_model=args.audio_model,
+        audio_pca=args.audio_pca,
+        zero_audio=args.zero_audio,
+        max_frames=args.max_frames,
+        device=str(args.device),
+    )
+    check_extractor(extractor, backend)
+    return extractor
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
@@ -157,6 +197,7 @@ def _serve(args: argparse.Namespace) -> int:
         device=resolve_device(args.device),
         branch=args.branch,
     )
+    extractor = _extractor(args, backend)
     settings = Settings(
         name=args.name or default_name(backend.source),
         max_batch_size=args.max_batch_size,
@@ -167,6 +208,8 @@ def _serve(args: argparse.Namespace) -> int:
         token=token,
         names=names,
         load_seconds=time.perf_counter() - started,
+        extractor=extractor,
+        max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
     )
     if args.name is not None and not re.match(r"^[A-Za-z0-9._-]+$", args.name):
         raise UsageError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-'")

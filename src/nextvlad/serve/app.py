@@ -48,6 +48,8 @@ class Settings:
     token: str | None = None  # --token-file: every route but health needs it
     names: dict[int, str] | None = None  # --vocabulary
     load_seconds: float = 0.0
+    extractor: Any = None  # --inception/--pca: nextvlad.extract's Extractor for /v1/classify
+    max_upload_bytes: int = 256 << 20  # --max-upload-mb
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -126,6 +128,11 @@ class ModelServer:
         self.metrics.load_seconds.set(settings.load_seconds)
         self.batcher: Batcher | None = None
         self.ready = False
+        self.classifier = None
+        if settings.extractor is not None:
+            from nextvlad.serve.classify import Classifier
+
+            self.classifier = Classifier(settings.extractor, settings.max_upload_bytes)
 
     def warmup_inputs(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Two videos (5 and 2 frames), or one when --max-batch-size is 1."""
@@ -178,6 +185,9 @@ class ModelServer:
             raise ProtocolError(
                 f"the queue is full ({self.settings.max_queue} requests); retry", 503
             ) from None
+        return self._response(parsed, probabilities)
+
+    def _response(self, parsed: Any, probabilities: torch.Tensor) -> Response:
         content, header_length = encode_response(
             self.settings.name, parsed.id, self.signature.outputs(parsed, probabilities)
         )
@@ -188,6 +198,38 @@ class ModelServer:
             media_type="application/octet-stream",
             headers={HEADER_LENGTH: str(header_length)},
         )
+
+    async def classify(self, request: Request, top_k: int) -> JSONResponse:
+        """/v1/classify: the uploaded video's top labels."""
+        from starlette.datastructures import UploadFile
+
+        from nextvlad.serve.classify import FIELD, answer, model_inputs
+
+        if self.classifier is None:
+            raise ProtocolError(
+                "/v1/classify needs a server started with --inception and --pca", 404
+            )
+        if not self.ready or self.batcher is None:
+            raise ProtocolError("the model is not ready yet", 503)
+        if not 1 <= top_k <= self.signature.num_classes:
+            raise ProtocolError(f"top_k {top_k}: an integer in 1..{self.signature.num_classes}")
+        request._body = await read_body(request, self.classifier.max_upload_bytes)
+        try:
+            form = await request.form(max_files=1, max_fields=8)
+        except Exception as err:  # starlette's MultiPartException and the parser's own
+            raise ProtocolError(f"not a multipart/form-data upload ({err})") from None
+        upload = form.get(FIELD)
+        if not isinstance(upload, UploadFile):
+            raise ProtocolError(f"no file in the form field '{FIELD}'")
+        data = await upload.read()
+        await form.close()
+        video = await self.classifier.features(upload.filename or "upload", data)
+        x, num_frames = model_inputs(video, self.backend)
+        try:
+            probabilities = await self.batcher.submit(x, num_frames)
+        except QueueFullError:
+            raise ProtocolError("the queue is full; retry", 503) from None
+        return JSONResponse(answer(video, probabilities, top_k, self.settings.names))
 
 
 def _handlers(app: FastAPI) -> None:
@@ -202,7 +244,9 @@ def _handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
-        return error(400, "malformed request")
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return error(400, f"malformed request: {where} {first.get('msg', '')}".rstrip())
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, err: Exception) -> JSONResponse:
@@ -225,6 +269,8 @@ def create_app(backend: Backend, settings: Settings) -> FastAPI:
         await warmup[0]
         if server.batcher is not None:
             await server.batcher.stop()
+        if server.classifier is not None:
+            server.classifier.close()
 
     app = FastAPI(
         title="nextvlad",
@@ -274,6 +320,10 @@ def _routes(app: FastAPI, server: ModelServer, version: str) -> None:
     @post("/v2/models/{name}/versions/{model_version}/infer")
     async def infer(request: Request, name: str, model_version: str | None = None) -> Response:
         return await server.infer(request, name, model_version)
+
+    @post("/v1/classify")
+    async def classify(request: Request, top_k: int = 20) -> Response:
+        return await server.classify(request, top_k)
 
     @get("/metrics")
     async def metrics() -> Response:

@@ -175,16 +175,18 @@ class ModelServer:
         encoding = request.headers.get("content-encoding", "identity").lower()
         if encoding != "identity":
             raise ProtocolError(f"Content-Encoding {encoding} is not supported; send identity")
-        body = await read_body(request, self.settings.max_body_bytes)
-        parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
-        x, num_frames = self.signature.inputs(parsed)
-        self.signature.check_outputs(parsed)
-        try:
-            probabilities = await self.batcher.submit(x, num_frames)
-        except QueueFullError:
-            raise ProtocolError(
-                f"the queue is full ({self.settings.max_queue} requests); retry", 503
-            ) from None
+        with self.batcher.arriving():
+            body = await read_body(request, self.settings.max_body_bytes)
+            parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
+            x, num_frames = self.signature.inputs(parsed)
+            self.signature.check_outputs(parsed)
+            try:
+                future = self.batcher.enqueue(x, num_frames)
+            except QueueFullError:
+                raise ProtocolError(
+                    f"the queue is full ({self.settings.max_queue} requests); retry", 503
+                ) from None
+        probabilities = await future
         return self._response(parsed, probabilities)
 
     def _response(self, parsed: Any, probabilities: torch.Tensor) -> Response:

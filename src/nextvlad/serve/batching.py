@@ -15,7 +15,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -84,6 +84,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="nextvlad-model")
         self._task: asyncio.Task[None] | None = None
         self._busy = False  # a batch is running
+        self._arriving = 0  # requests being read and checked, not queued yet
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._serve())
@@ -102,19 +103,35 @@ class Batcher:
     def depth(self) -> int:
         return len(self._items)
 
-    async def submit(self, x: Tensor, num_frames: Tensor | None) -> Tensor:
-        """The probabilities (b, C) of the request's videos; QueueFullError at once when the
-        queue is full."""
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Around the reading and checking of a request: a batch being filled waits (up to
+        ``max_delay_ms``) only while some request is arriving; with none, it runs at once."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
+            self._arrived.set()
+
+    def enqueue(self, x: Tensor, num_frames: Tensor | None) -> asyncio.Future[Tensor]:
+        """Queue a request: the future of its probabilities (b, C); QueueFullError at once
+        when the queue is full."""
         if len(self._items) >= self.max_queue:
             raise QueueFullError
         future: asyncio.Future[Tensor] = asyncio.get_running_loop().create_future()
         self._items.append(_Work(x, num_frames, future))
         self.metrics.queue_depth.set(len(self._items))
         self._arrived.set()
-        return await future
+        return future
+
+    async def submit(self, x: Tensor, num_frames: Tensor | None) -> Tensor:
+        """``enqueue``, then wait for the probabilities."""
+        return await self.enqueue(x, num_frames)
 
     async def _next(self, deadline: float | None) -> bool:
-        """Wait until a request is queued (until ``deadline``, loop time); False if none."""
+        """Wait until a request is queued (until ``deadline``, loop time, and only while one
+        is arriving); False if none."""
         loop = asyncio.get_running_loop()
         while not self._items:
             self._arrived.clear()
@@ -122,7 +139,7 @@ class Batcher:
                 await self._arrived.wait()
                 continue
             left = deadline - loop.time()
-            if left <= 0:
+            if left <= 0 or not self._arriving:
                 return False
             try:
                 await asyncio.wait_for(self._arrived.wait(), left)

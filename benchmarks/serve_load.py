@@ -6,8 +6,9 @@ The server runs as a subprocess on loopback (``python -m nextvlad serve``); an a
 a bounded number of requests at each concurrency and reports throughput, p50/p95/p99
 latency, the mean batch size (from the server's /metrics), the answers by status and the
 server's RSS over time. Offline: ``nextvlad predict``'s forward (``iter_predictions``) on
-the same videos, batched by ``--max-batch-size``, in this process before the server starts,
-and one forward of one request alone (the floor of the latency at concurrency 1). Then an
+the same videos, batched by ``--max-batch-size``, in this process before the server starts
+and again after it stops (the better of the two counts), and one forward of one request
+alone (the floor of the latency at concurrency 1). Then an
 overload: 4 x ``--max-queue`` concurrent clients, where the only answers may be 200 and 503
 and the RSS should stay flat.
 
@@ -302,9 +303,8 @@ def main(argv: list[str] | None = None) -> dict:
         checkpoint = _model(args, Path(tmp))
         videos = _videos(max(64, args.max_batch_size * 4), args.frames)
         bodies = [_request(v) for v in videos]
-        results: dict[str, Any] = {
-            "offline": offline(checkpoint, videos, args.max_batch_size, args.backend)
-        }
+        before = offline(checkpoint, videos, args.max_batch_size, args.backend)
+        results: dict[str, Any] = {}
         with server(checkpoint, args) as (url, pid):
             from nextvlad.cli.serve import default_name
 
@@ -317,6 +317,17 @@ def main(argv: list[str] | None = None) -> dict:
                 overload = level(url, infer, bodies, flood, max(args.requests, 3 * flood))
             overload["rss"] = rss.summary()
             results["overload"] = overload
+        # Offline again after the server, and the faster of the two kept: on a shared machine
+        # the load moves, and the goals are judged against the better offline figure.
+        after = offline(checkpoint, videos, args.max_batch_size, args.backend)
+        results["offline"] = {
+            **before,
+            "videos_per_s": max(before["videos_per_s"], after["videos_per_s"]),
+            "one_video_forward_ms": min(
+                before["one_video_forward_ms"], after["one_video_forward_ms"]
+            ),
+            "runs": [before, after],
+        }
     best = max(r["videos_per_s"] for r in results["levels"])
     first = results["levels"][0]
     results["goals"] = {

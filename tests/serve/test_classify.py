@@ -36,9 +36,13 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
 
 
 @pytest.fixture(scope="module")
-def client(runs: Runs, weights: tuple[Path, Path, Path]) -> Iterator[TestClient]:
+def extractor(weights: tuple[Path, Path, Path]) -> Extractor:
     inception, pca, _ = weights
-    extractor = Extractor.from_files(inception, pca, zero_audio=True)
+    return Extractor.from_files(inception, pca, zero_audio=True)
+
+
+@pytest.fixture(scope="module")
+def client(runs: Runs, extractor: Extractor) -> Iterator[TestClient]:
     backend = load_backend(
         checkpoint=str(runs.frame), export_file=None, kind="eager", device=torch.device("cpu")
     )
@@ -53,9 +57,9 @@ def client(runs: Runs, weights: tuple[Path, Path, Path]) -> Iterator[TestClient]
 
 
 def test_classify_an_uploaded_video_as_classify_does(
-    client: TestClient, runs: Runs, weights: tuple[Path, Path, Path]
+    client: TestClient, runs: Runs, weights: tuple[Path, Path, Path], extractor: Extractor
 ) -> None:
-    inception, pca, video = weights
+    video = weights[2]
     response = client.post(
         "/v1/classify?top_k=5", files={"file": ("clip.mp4", video.read_bytes(), "video/mp4")}
     )
@@ -63,7 +67,7 @@ def test_classify_an_uploaded_video_as_classify_does(
     got = response.json()
     reference = VideoClassifier(
         runs.frame,
-        Extractor.from_files(inception, pca, zero_audio=True),
+        extractor,
         vocabulary={i: f"class {i}" for i in range(25)},
     ).classify(video, top_k=5)
     want = reference.as_dict()

@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-delay-ms",
         type=NON_NEGATIVE_FLOAT,
         default=5.0,
-        help="how long a batch waits for more requests after its first (5 ms)",
+        help="how long a batch waits for more requests after its first, while some are being "
+        "read (5 ms)",
     )
     p.add_argument(
         "--max-queue",

@@ -149,9 +149,10 @@ def _exported_checkpoint(
     temporary file, then run as one."""
     from nextvlad.export import ServingModel, export
 
-    out = Path(tempfile.mkdtemp(prefix="nextvlad-serve-")) / "model.onnx"
-    export(ServingModel(transform, model, branch), out, format="onnx")
-    backend = _onnx_backend(out, device)
+    with tempfile.TemporaryDirectory(prefix="nextvlad-serve-") as tmp:
+        out = Path(tmp) / "model.onnx"
+        export(ServingModel(transform, model, branch), out, format="onnx")
+        backend = _onnx_backend(out, device)  # the session holds the graph: the file can go
     backend.source = folder
     return backend
 

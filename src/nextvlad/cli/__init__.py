@@ -25,6 +25,8 @@ _COMMAND_MODULES = (
     "nextvlad.cli.models",
     "nextvlad.cli.data",
     "nextvlad.cli.export",
+    "nextvlad.cli.extract",
+    "nextvlad.cli.serve",
 )
 
 

@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 from nextvlad.errors import NextVLADError, UsageError, error_message
 
@@ -29,10 +30,18 @@ _COMMAND_MODULES = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser whose errors are one line, ``nextvlad CMD: error: ... (see nextvlad CMD
+    --help)``, exit code 2: the usage block is what ``--help`` is for."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nextvlad import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nextvlad",
         description=(
             "NeXtVLAD (Lin et al., ECCV 2018 workshops) and baselines for video classification "
@@ -53,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     records, a checkpoint that does not fit, a non-finite loss, a full disk); 128 + N when
     signal N stopped training (130 Ctrl-C, 143 SIGTERM). Errors are one line, no traceback."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     command = f"nextvlad {args.command}"
     try:
         with _cache_dir(getattr(args, "cache_dir", None)):
@@ -75,6 +84,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C while training stops, or Ctrl-C elsewhere
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, with the arguments no subcommand takes reported by the
+    subcommand's parser (`nextvlad eval: error: unrecognized arguments: ...`)."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        action.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
 
 
 @contextlib.contextmanager

@@ -14,10 +14,14 @@ from nextvlad._args import CACHE_DIR_HELP, DEVICE, non_negative_int, positive_in
 from nextvlad.errors import UsageError
 
 __all__ = [
+    "TOP_K",
     "Loaded",
     "add_cache_argument",
     "add_inference_arguments",
+    "add_loader_arguments",
     "add_segment_arguments",
+    "add_skip_corrupt_argument",
+    "add_top_k_argument",
     "evaluation_loader",
     "exported_format",
     "load_checkpoint",
@@ -30,6 +34,9 @@ __all__ = [
 # Suffixes of TorchScript archives (`nextvlad export --format torchscript --out model.pt`).
 _TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
 _NOT_ZIP = (".safetensors", ".json", ".onnx")  # the files that are never TorchScript
+# Classes a video keeps in the 2018 submission ('label score' pairs), and a window in the 2019
+# segment task: the Kaggle evaluations' 20 (GAP@20).
+TOP_K = 20
 
 
 def add_inference_arguments(p: argparse.ArgumentParser, *, checkpoint_help: str) -> None:
@@ -37,11 +44,7 @@ def add_inference_arguments(p: argparse.ArgumentParser, *, checkpoint_help: str)
     p.add_argument("--checkpoint", required=True, help=checkpoint_help)
     p.add_argument("--data", required=True, nargs="+", metavar="GLOB", help="TFRecords")
     p.add_argument("--branch", type=int, help="mixtures: use branch M alone")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="videos a batch (256)")
-    p.add_argument(
-        "--num-workers", type=non_negative_int, default=2, help="data loader processes (2)"
-    )
-    p.add_argument("--skip-corrupt", action="store_true", help="skip and count corrupt records")
+    add_loader_arguments(p)
     add_cache_argument(p)
     p.add_argument("--device", type=DEVICE, default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument(
@@ -51,6 +54,37 @@ def add_inference_arguments(p: argparse.ArgumentParser, *, checkpoint_help: str)
         help="int8: the linear layers in int8 (dynamic quantisation, on the CPU): about "
         "twice as fast, GAP within 0.001 of float32 where measured (docs/performance.md)",
     )
+
+
+def add_loader_arguments(p: argparse.ArgumentParser, *, scope: str = "") -> None:
+    """``--batch-size``, ``--num-workers`` and ``--skip-corrupt`` of the commands that run a
+    model over records (`eval`, `predict`, `export --eval-data`); ``scope`` starts their help
+    ("--eval-data: ")."""
+    p.add_argument(
+        "--batch-size", type=positive_int, default=256, help=f"{scope}videos a batch (256)"
+    )
+    p.add_argument(
+        "--num-workers",
+        type=non_negative_int,
+        default=2,
+        help=f"{scope}data loader processes (2; 0 reads in this process)",
+    )
+    add_skip_corrupt_argument(p, scope=scope)
+
+
+def add_skip_corrupt_argument(p: argparse.ArgumentParser, *, scope: str = "") -> None:
+    """``--skip-corrupt``, of every command that reads records."""
+    p.add_argument(
+        "--skip-corrupt",
+        action="store_true",
+        help=f"{scope}skip and count corrupt records instead of stopping at the first",
+    )
+
+
+def add_top_k_argument(p: argparse.ArgumentParser, *, help: str, default: int | None) -> None:
+    """``--top-k`` of `predict` and `eval --segments`: classes a video or a window keeps
+    (``TOP_K``); ``default`` None where the option applies with --segments only."""
+    p.add_argument("--top-k", type=positive_int, default=default, help=f"{help} ({TOP_K})")
 
 
 def add_cache_argument(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from nextvlad.cli._common import add_cache_argument
+from nextvlad.cli._common import add_cache_argument, add_skip_corrupt_argument
 from nextvlad.errors import UsageError
 
 SEGMENT_RATINGS = 5  # ratings a synthetic video with --segment-rated (about the 2019 set's)
@@ -78,11 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inspect.add_argument("files", nargs="+", metavar="GLOB", help="files or globs (quote globs)")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     add_cache_argument(inspect)
-    inspect.add_argument(
-        "--skip-corrupt",
-        action="store_true",
-        help="skip and count corrupt records instead of stopping at the first",
-    )
+    add_skip_corrupt_argument(inspect)
     inspect.add_argument(
         "--classes", type=int, default=None, help="also check that labels are below this"
     )

@@ -11,12 +11,13 @@ from typing import Any
 
 from nextvlad._args import non_negative_int
 from nextvlad.cli._common import (
+    TOP_K,
     add_inference_arguments,
     add_segment_arguments,
+    add_top_k_argument,
     evaluation_loader,
     exported_format,
     load_checkpoint,
-    positive_int,
     rank_segments,
     refuse_segment_options,
 )
@@ -45,9 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=non_negative_int,
         help="with --segments: entries of a class scored (100000, as on Kaggle); 0 all",
     )
-    p.add_argument(
-        "--top-k", type=positive_int, help="with --segments: classes a window contributes (20)"
-    )
+    add_top_k_argument(p, help="with --segments: classes a window contributes", default=None)
     p.set_defaults(func=_eval)
 
 
@@ -72,7 +71,7 @@ def _eval_segments(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     top_n = 100_000 if args.top_n is None else args.top_n
-    args.top_k = 20 if args.top_k is None else args.top_k
+    args.top_k = TOP_K if args.top_k is None else args.top_k
     loaded = load_checkpoint(args)
     metric = SegmentMAP(top_n=top_n)
     num_videos, num_rated = read_ratings(args.data, metric, skip_corrupt=args.skip_corrupt)

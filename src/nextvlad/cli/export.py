@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nextvlad.cli._common import evaluation_loader, positive_int
+from nextvlad.cli._common import add_loader_arguments, evaluation_loader
 from nextvlad.errors import UsageError
 
 
@@ -63,15 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="GLOB",
         help="TFRecords: also report the GAP of the exported file and of PyTorch on them",
     )
-    p.add_argument(
-        "--batch-size", type=positive_int, default=64, help="videos a batch for --eval-data (64)"
-    )
-    p.add_argument(
-        "--num-workers", type=int, default=0, help="data loader processes for --eval-data (0)"
-    )
-    p.add_argument(
-        "--skip-corrupt", action="store_true", help="--eval-data: skip and count corrupt records"
-    )
+    add_loader_arguments(p, scope="--eval-data: ")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_export)
 

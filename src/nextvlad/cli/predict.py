@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from nextvlad.cli._common import (
+    TOP_K,
     add_inference_arguments,
     add_segment_arguments,
+    add_top_k_argument,
     evaluation_loader,
     exported_format,
     load_checkpoint,
@@ -38,9 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"checkpoint folder (RUN/checkpoints/step-N) or its model.safetensors, or {_ONNX}",
     )
     p.add_argument("--out", required=True, help="CSV file to write (missing folders are made)")
-    p.add_argument(
-        "--top-k", type=positive_int, default=20, help="pairs a video, or classes a window (20)"
-    )
+    add_top_k_argument(p, help="pairs a video, or classes a window", default=TOP_K)
     p.add_argument(
         "--vocabulary",
         help="vocabulary.csv: also write the top-k with class names (VideoId,Label,Name,Score) "

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from nextvlad._args import non_negative_int
-from nextvlad.cli._common import add_cache_argument
+from nextvlad.cli._common import add_cache_argument, add_skip_corrupt_argument
 from nextvlad.errors import ConfigError, UsageError
 
 
@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=100_000,
         help="entries of a class scored (100000, as on Kaggle); 0 scores them all",
     )
-    p.add_argument("--skip-corrupt", action="store_true", help="skip and count corrupt records")
+    add_skip_corrupt_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_cache_argument(p)
     p.set_defaults(func=_score_segments)

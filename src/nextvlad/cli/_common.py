@@ -28,7 +28,6 @@ __all__ = [
     "positive_int",
     "rank_segments",
     "refuse_segment_options",
-    "segment_classes",
 ]
 
 # Suffixes of TorchScript archives (`nextvlad export --format torchscript --out model.pt`).
@@ -152,17 +151,17 @@ def evaluation_loader(
     ``model`` the file the model comes from ("the checkpoint RUN/checkpoints/step-00000010").
     ``segments``: the 5-frame windows of every video (``--stride``), frame-level data only."""
     from nextvlad.checkpoint import check_data_fits
-    from nextvlad.data import SegmentDataset, VideoDataset, detect_schema, resolve_files
-    from nextvlad.errors import ConfigError
+    from nextvlad.data import SegmentDataset, VideoDataset
+    from nextvlad.data.summary import files_schema
 
     patterns = args.data if patterns is None else patterns
     data = " ".join(patterns)
-    files = resolve_files(patterns)
-    schema = detect_schema(files, skip_corrupt=args.skip_corrupt)
-    if schema is None:  # the files' content, not the command line: exit 1
-        raise ConfigError(f"no record in {what} ({data}) shows a known schema")
-    if segments and not schema.frame_level:
-        raise UsageError(f"--segments needs frame-level data; --data {data} is video-level")
+    files, schema = files_schema(
+        patterns,
+        skip_corrupt=args.skip_corrupt,
+        what=what,
+        frame_level_for="--segments" if segments else None,
+    )
     check_data_fits(config, schema, f"{what} ({data})", model=model)
     common = {
         "schema": schema,
@@ -211,36 +210,25 @@ def refuse_segment_options(args: argparse.Namespace, *names: str) -> None:
 def rank_segments(args: argparse.Namespace, loaded: Loaded, *, max_per_class: int) -> Any:
     """The SegmentRanking of ``loaded``'s probabilities over the windows of ``args.data``
     (``--top-k``, ``--segment-classes``, ``--stride``, the loader options)."""
+    from nextvlad.data.segments import segment_classes_option
+    from nextvlad.errors import ConfigError
     from nextvlad.training.segments import SegmentRanking, rank_windows
 
     config, model = loaded.config, f"the checkpoint {loaded.folder}"
-    if config.input_level != "frame":
-        raise UsageError(
+    if config.input_level != "frame":  # a model that does not fit the data: exit 1
+        raise ConfigError(
             f"--segments needs a model of frame-level input; {model} holds a "
             f"{config.input_level}-level model"
         )
-    classes = segment_classes(args.segment_classes, config.num_classes)
+    classes = segment_classes_option(args.segment_classes, config.num_classes)
     loader = evaluation_loader(args, config, model=model, segments=True)
     ranking = SegmentRanking(
         config.num_classes, top_k=args.top_k, max_per_class=max_per_class, classes=classes
     )
     rank_windows(loaded.model, loaded.transform, loader, loaded.device, ranking, branch=args.branch)
-    if ranking.num_windows == 0:
-        raise UsageError(
+    if ranking.num_windows == 0:  # the data's content: exit 1
+        raise ConfigError(
             f"no window in --data {' '.join(args.data)}: every video is shorter than one 5-frame "
             "segment"
         )
     return ranking
-
-
-def segment_classes(path: str | None, num_classes: int) -> Any:
-    """The whitelist of ``--segment-classes`` (None without it), within the model's classes."""
-    if path is None:
-        return None
-    from nextvlad.data import load_segment_classes
-    from nextvlad.data.errors import DataError
-
-    try:
-        return load_segment_classes(path, num_classes)
-    except DataError as err:
-        raise UsageError(f"--segment-classes {err}") from None

@@ -21,7 +21,7 @@ from nextvlad.cli._common import (
     rank_segments,
     refuse_segment_options,
 )
-from nextvlad.errors import UsageError
+from nextvlad.errors import ConfigError, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,8 +75,8 @@ def _eval_segments(args: argparse.Namespace) -> int:
     loaded = load_checkpoint(args)
     metric = SegmentMAP(top_n=top_n)
     num_videos, num_rated = read_ratings(args.data, metric, skip_corrupt=args.skip_corrupt)
-    if metric.num_rated_pairs == 0:
-        raise UsageError(
+    if metric.num_rated_pairs == 0:  # the data's content, as in score-segments: exit 1
+        raise ConfigError(
             f"--segments: no rated segment in the {num_videos} videos of {' '.join(args.data)}; "
             "eval --segments needs segment-rated records (segment_start_times, segment_labels, "
             "segment_scores)"
@@ -111,8 +111,8 @@ def _eval(args: argparse.Namespace) -> int:
         loaded.config.num_classes,
         branch=args.branch,
     )
-    if count == 0:
-        raise UsageError(f"no videos in {args.data}")
+    if count == 0:  # e.g. every record skipped as corrupt: the data's content, exit 1
+        raise ConfigError(f"no videos in {' '.join(args.data)}")
     result: dict[str, Any] = {k: v for k, v in metrics.compute().items()}
     result["loss"] = loss_sum / count
     result["num_videos"] = int(count)

@@ -48,13 +48,10 @@ def read_ratings(
 ) -> tuple[int, int]:
     """Add the segment ratings of the records of ``patterns`` to ``metric`` (a SegmentMAP).
     Returns (videos read, videos with rated segments)."""
-    from nextvlad.data import detect_schema, resolve_files
+    from nextvlad.data.summary import files_schema
     from nextvlad.training.segments import read_ratings as read_file_ratings
 
-    files = resolve_files(patterns)
-    schema = detect_schema(files, skip_corrupt=skip_corrupt)
-    if schema is None:  # the files' content, not the command line: exit 1
-        raise ConfigError(f"no record in the data ({' '.join(patterns)}) shows a known schema")
+    files, schema = files_schema(patterns, skip_corrupt=skip_corrupt)
     return read_file_ratings(files, schema, metric, skip_corrupt=skip_corrupt)
 
 

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from nextvlad._args import non_negative_int
+from nextvlad._yt8m import SEGMENT_TOP_N
 from nextvlad.cli._common import (
     TOP_K,
     add_inference_arguments,
@@ -44,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--top-n",
         type=non_negative_int,
-        help="with --segments: entries of a class scored (100000, as on Kaggle); 0 all",
+        help=f"with --segments: entries of a class scored ({SEGMENT_TOP_N}, as on Kaggle); 0 all",
     )
     add_top_k_argument(p, help="with --segments: classes a window contributes", default=None)
     p.set_defaults(func=_eval)
@@ -70,7 +71,7 @@ def _eval_segments(args: argparse.Namespace) -> int:
     from nextvlad.training.segments import segment_map
 
     started = time.perf_counter()
-    top_n = 100_000 if args.top_n is None else args.top_n
+    top_n = SEGMENT_TOP_N if args.top_n is None else args.top_n
     args.top_k = TOP_K if args.top_k is None else args.top_k
     loaded = load_checkpoint(args)
     metric = SegmentMAP(top_n=top_n)

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from nextvlad._yt8m import SEGMENT_TOP_N
 from nextvlad.cli._common import (
     TOP_K,
     add_inference_arguments,
@@ -50,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-per-class",
         type=positive_int,
-        help="with --segments: windows a class keeps, by descending score (100000)",
+        help=f"with --segments: windows a class keeps, by descending score ({SEGMENT_TOP_N})",
     )
     p.set_defaults(func=_predict)
 
@@ -145,7 +146,7 @@ def _predict_segments(args: argparse.Namespace, out: Path) -> int:
             "run or checkpoint folder it was exported from"
         )
     loaded = load_checkpoint(args)
-    max_per_class = 100_000 if args.max_per_class is None else args.max_per_class
+    max_per_class = SEGMENT_TOP_N if args.max_per_class is None else args.max_per_class
     ranking = rank_segments(args, loaded, max_per_class=max_per_class)
     with _open_atomic(out) as f:
         count = write_segment_submission(f, ranking.ranked())

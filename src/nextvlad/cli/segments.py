@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from nextvlad._args import non_negative_int
+from nextvlad._yt8m import SEGMENT_TOP_N
 from nextvlad.cli._common import add_cache_argument, add_skip_corrupt_argument
 from nextvlad.errors import ConfigError, UsageError
 
@@ -34,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--top-n",
         type=non_negative_int,
-        default=100_000,
-        help="entries of a class scored (100000, as on Kaggle); 0 scores them all",
+        default=SEGMENT_TOP_N,
+        help=f"entries of a class scored ({SEGMENT_TOP_N}, as on Kaggle); 0 scores them all",
     )
     add_skip_corrupt_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from nextvlad._yt8m import segment_id
 from nextvlad.data.batch import Batch, VideoCollator
 from nextvlad.data.dataset import VideoDataset, _shuffled, _SkipCountingLoader
 from nextvlad.data.errors import DataError, SchemaError
@@ -47,11 +48,6 @@ __all__ = [
     "segment_id",
     "segment_windows",
 ]
-
-
-def segment_id(video_id: str, start: int) -> str:
-    """The id of a segment, ``"<video_id>:<start>"`` (the Kaggle 2019 submission's form)."""
-    return f"{video_id}:{start}"
 
 
 def _slice(video: Video, start: int, size: int) -> dict[str, np.ndarray]:

@@ -57,10 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand. Exit codes: 0 done; 2 a usage error (an option value, a path that
-    does not exist or a glob that matches nothing, an option's file such as --eigenvals or
-    --vocabulary that is not what it should be); 1 a failure on well-formed input (corrupt
-    records, a checkpoint that does not fit, a non-finite loss, a full disk); 128 + N when
-    signal N stopped training (130 Ctrl-C, 143 SIGTERM). Errors are one line, no traceback."""
+    does not exist or a glob that matches nothing, an option's file such as --eigenvals,
+    --vocabulary, --segment-classes or --submission that is not what it should be); 1 a
+    failure on well-formed input (corrupt records, records or a checkpoint that do not fit the
+    model or the mode, e.g. --segments on video-level records or records without ratings, a
+    non-finite loss, a full disk); 128 + N when signal N stopped training (130 Ctrl-C, 143
+    SIGTERM). Errors are one line, `nextvlad CMD: error: ...`, no traceback; argument errors
+    end with a hint, ``(see nextvlad CMD --help)``."""
     parser = build_parser()
     args = _parse(parser, argv)
     command = f"nextvlad {args.command}"

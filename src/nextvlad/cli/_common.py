@@ -50,8 +50,8 @@ def add_inference_arguments(p: argparse.ArgumentParser, *, checkpoint_help: str)
         "--quantize",
         choices=("none", "int8"),
         default="none",
-        help="int8: the linear layers in int8 (dynamic quantisation, on the CPU): about "
-        "twice as fast, GAP within 0.001 of float32 where measured (docs/performance.md)",
+        help="int8: the linear layers in int8 (dynamic quantisation, on the CPU): faster, at "
+        "about float32's GAP (the measured speed and GAP: docs/performance.md)",
     )
 
 

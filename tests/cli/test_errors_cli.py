@@ -34,6 +34,7 @@ class Files:
     checkpoint: str  # a tiny frame-level model
     junk: str  # a file that is no TFRecord
     text: str  # a text file that is no CSV of the expected columns, no .npz, no JSON object
+    npz: str  # an .npz of arrays
 
     def missing(self, name: str = "nope") -> str:
         return str(self.root / name)
@@ -52,6 +53,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     save_model(root / "ckpt", build_model(config), config)
     (root / "junk.tfrecord").write_bytes(b"no tfrecord " * 8)
     (root / "text.txt").write_text("hello, world\n")
+    np.savez(root / "vars.npz", a=np.ones(3, np.float32))
     return Files(
         root,
         str(root / "rated" / "*.tfrecord"),
@@ -59,6 +61,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
         str(root / "ckpt"),
         str(root / "junk.tfrecord"),
         str(root / "text.txt"),
+        str(root / "vars.npz"),
     )
 
 
@@ -264,6 +267,20 @@ def _mistakes(files: Files) -> dict[str, tuple[int, list[list[str]]]]:
             _train(files, "--task", "segments", "--train-data", files.video_level),
             _eval(files, "--segments", data=files.video_level),
             _predict(files, "--segments", data=files.video_level),
+        ]),
+        "an option file that is not what the option takes": (2, [
+            _predict(files, "--vocabulary", text),
+            _train(files, "--train-data", files.rated, "--eigenvals", text),
+            _predict(files, "--segments", "--segment-classes", text),
+            ["score-segments", "--submission", text, "--data", files.rated],
+            ["import-tf", files.npz, "--out", missing, "--config", text],
+        ]),
+        "an option file that is a folder": (2, [
+            _predict(files, "--vocabulary", str(files.root)),
+            _train(files, "--train-data", files.rated, "--eigenvals", str(files.root)),
+            _eval(files, "--segments", "--segment-classes", str(files.root)),
+            ["score-segments", "--submission", str(files.root), "--data", files.rated],
+            ["import-tf", files.npz, "--out", missing, "--config", str(files.root)],
         ]),
         "an option file that is missing": (2, [
             _predict(files, "--vocabulary", missing),

@@ -75,6 +75,10 @@ def _score_segments(args: argparse.Namespace) -> int:
         raise UsageError(f"--submission {err}") from None
     except FileNotFoundError:
         raise UsageError(f"--submission {args.submission}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"--submission {args.submission} is a folder; give a file") from None
+    except OSError as err:  # unreadable: the option's file, as --vocabulary's
+        raise UsageError(f"--submission {args.submission}: {err.strerror or err}") from None
     if metric.num_classes == 0:
         raise UsageError(f"--submission {args.submission}: no class line")
     result: dict[str, Any] = metric.compute()

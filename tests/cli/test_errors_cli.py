@@ -282,6 +282,14 @@ def _mistakes(files: Files) -> dict[str, tuple[int, list[list[str]]]]:
             ["score-segments", "--submission", str(files.root), "--data", files.rated],
             ["import-tf", files.npz, "--out", missing, "--config", str(files.root)],
         ]),
+        "an --out below a file": (2, [
+            _predict(files, "--out", f"{text}/p.csv"),
+            ["export", "--checkpoint", files.checkpoint, "--format", "onnx", "--out",
+             f"{text}/m.onnx"],
+            ["import-tf", files.npz, "--out", f"{text}/ckpt"],
+            _train(files, "--train-data", files.rated, "--out", f"{text}/run"),
+            ["synth", "--out", f"{text}/synth", "--videos", "2", "--shards", "1"],
+        ]),
         "an option file that is missing": (2, [
             _predict(files, "--vocabulary", missing),
             _train(files, "--train-data", files.rated, "--eigenvals", missing),

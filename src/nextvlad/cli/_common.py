@@ -22,6 +22,7 @@ __all__ = [
     "add_segment_arguments",
     "add_skip_corrupt_argument",
     "add_top_k_argument",
+    "check_out",
     "evaluation_loader",
     "exported_format",
     "load_checkpoint",
@@ -84,6 +85,21 @@ def add_top_k_argument(p: argparse.ArgumentParser, *, help: str, default: int | 
     """``--top-k`` of `predict` and `eval --segments`: classes a video or a window keeps
     (``TOP_K``); ``default`` None where the option applies with --segments only."""
     p.add_argument("--top-k", type=positive_int, default=default, help=f"{help} ({TOP_K})")
+
+
+def check_out(path: str | Path, *, folder: bool = False, flag: str = "--out") -> None:
+    """A path to write (``folder``: a folder to make or fill) must not be a file where a folder
+    is wanted or the other way round, nor lie below a file: a usage error, before any work."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file; give a folder")
+    if not folder and path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file name")
+    for parent in path.parents:  # the nearest that exists must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{flag} {path}: {parent} is a file, not a folder")
+            return
 
 
 def add_cache_argument(p: argparse.ArgumentParser) -> None:

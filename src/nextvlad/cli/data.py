@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from nextvlad.cli._common import add_cache_argument, add_skip_corrupt_argument
+from nextvlad.cli._common import add_cache_argument, add_skip_corrupt_argument, check_out
 from nextvlad.errors import UsageError
 
 SEGMENT_RATINGS = 5  # ratings a synthetic video with --segment-rated (about the 2019 set's)
@@ -89,6 +89,7 @@ def _synth(args: argparse.Namespace) -> int:
     from nextvlad.data.synth import SynthConfig, write_synthetic
     from nextvlad.errors import ConfigError
 
+    check_out(args.out, folder=True)
     if args.videos < 0:
         raise UsageError(f"--videos must be non-negative, got {args.videos}")
     if args.shards < 1:

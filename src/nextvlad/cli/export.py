@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nextvlad.cli._common import add_loader_arguments, evaluation_loader
+from nextvlad.cli._common import add_loader_arguments, check_out, evaluation_loader
 from nextvlad.errors import UsageError
 
 
@@ -74,8 +74,7 @@ def _export(args: argparse.Namespace) -> int:
 
     if not Path(args.checkpoint).exists():
         raise UsageError(f"--checkpoint {args.checkpoint}: no such file or folder")
-    if Path(args.out).is_dir():
-        raise UsageError(f"--out {args.out} is a folder; give a file name")
+    check_out(args.out)
     if args.dtype == "fp16" and args.quantize == "int8":
         raise UsageError("--dtype fp16 and --quantize int8 are alternatives: choose one")
     if args.legacy_onnx and args.format != "onnx":

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nextvlad.cli._common import check_out
 from nextvlad.errors import ConfigError, UsageError
 
 
@@ -129,6 +130,7 @@ def _import_tf(args: argparse.Namespace) -> int:
     from nextvlad.checkpoint import save_model
     from nextvlad.convert import from_tf, infer_tf_config, model_config_from_tf, read_tf_variables
 
+    check_out(args.out, folder=True)
     variables = read_tf_variables(args.source)
     if args.config:
         try:

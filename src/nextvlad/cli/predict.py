@@ -15,6 +15,7 @@ from nextvlad.cli._common import (
     add_inference_arguments,
     add_segment_arguments,
     add_top_k_argument,
+    check_out,
     evaluation_loader,
     exported_format,
     load_checkpoint,
@@ -110,17 +111,6 @@ def _warn_unnamed(names: dict[int, str], num_classes: int, path: str) -> None:
     )
 
 
-def _check_out(out: Path) -> None:
-    """--out must be a file name whose folders are folders (missing ones are made)."""
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a folder; give a file name")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UsageError(f"--out {out}: {parent} is a file, not a folder")
-            return
-
-
 @contextlib.contextmanager
 def _open_atomic(path: Path | None) -> Iterator[Any]:
     """A text file that replaces ``path`` whole when the block ends without an error."""
@@ -158,7 +148,7 @@ def _predict(args: argparse.Namespace) -> int:
     from nextvlad.training import read_vocabulary, write_predictions
 
     out = Path(args.out)
-    _check_out(out)
+    check_out(out)
     if args.segments:
         return _predict_segments(args, out)
     refuse_segment_options(args, "max_per_class")

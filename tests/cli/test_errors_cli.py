@@ -192,6 +192,19 @@ def test_import_tf_missing_source_is_no_such_file(files: Files, tmp_path: Path) 
     assert "TensorFlow" not in line and "no such" in line, line
 
 
+def test_import_tf_reads_a_prefix_with_an_index_as_a_tf_checkpoint(tmp_path: Path) -> None:
+    prefix = tmp_path / "model.ckpt-10"
+    Path(f"{prefix}.index").write_bytes(b"not an index")
+    code, _, err = run_cli(["import-tf", str(prefix), "--out", str(tmp_path / "o")])
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        assert code == 2 and "needs TensorFlow" in err, err
+    else:
+        assert code == 1 and "not a readable TensorFlow checkpoint" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_import_tf_config_must_be_a_json_object(files: Files, tmp_path: Path) -> None:
     variables = tmp_path / "v.npz"
     np.savez(variables, a=np.ones(3, np.float32))

@@ -16,6 +16,7 @@ from nextvlad.errors import UsageError
 __all__ = [
     "TOP_K",
     "Loaded",
+    "add_branch_argument",
     "add_cache_argument",
     "add_inference_arguments",
     "add_loader_arguments",
@@ -43,7 +44,7 @@ def add_inference_arguments(p: argparse.ArgumentParser, *, checkpoint_help: str)
     """The arguments of `eval` and `predict`: the checkpoint, the data, how to run them."""
     p.add_argument("--checkpoint", required=True, help=checkpoint_help)
     p.add_argument("--data", required=True, nargs="+", metavar="GLOB", help="TFRecords")
-    p.add_argument("--branch", type=int, help="mixtures: use branch M alone")
+    add_branch_argument(p, verb="use")
     add_loader_arguments(p)
     add_cache_argument(p)
     p.add_argument("--device", type=DEVICE, default="auto", help="auto, cpu, cuda, cuda:N")
@@ -53,6 +54,16 @@ def add_inference_arguments(p: argparse.ArgumentParser, *, checkpoint_help: str)
         default="none",
         help="int8: the linear layers in int8 (dynamic quantisation, on the CPU): faster, at "
         "about float32's GAP (the measured speed and GAP: docs/performance.md)",
+    )
+
+
+def add_branch_argument(p: argparse.ArgumentParser, *, verb: str) -> None:
+    """``--branch M`` of the commands that run or export a model: one branch of a mixture."""
+    p.add_argument(
+        "--branch",
+        type=non_negative_int,
+        metavar="M",
+        help=f"mixtures: {verb} branch M alone (default: the whole mixture)",
     )
 
 

@@ -7,7 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nextvlad.cli._common import add_loader_arguments, check_out, evaluation_loader
+from nextvlad.cli._common import (
+    add_branch_argument,
+    add_loader_arguments,
+    check_out,
+    evaluation_loader,
+)
 from nextvlad.errors import UsageError
 
 
@@ -33,12 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="onnx (ONNX Runtime, `nextvlad predict`) or torchscript (torch.jit.load)",
     )
     p.add_argument("--out", required=True, help="file to write (e.g. model.onnx, model.pt)")
-    p.add_argument(
-        "--branch",
-        type=int,
-        metavar="M",
-        help="mixtures: export branch M alone (default: the whole mixture)",
-    )
+    add_branch_argument(p, verb="export")
     p.add_argument(
         "--dtype",
         choices=("fp32", "fp16"),

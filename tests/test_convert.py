@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -192,3 +194,41 @@ def test_bad_variables_are_refused(single: dict[str, Any]) -> None:
     extra = dict(variables, **{"tower/something_else": np.zeros(3)})
     with pytest.raises(CheckpointError, match="do not belong"):
         from_tf(extra, config)
+
+
+def test_read_tf_variables_reads_a_prefix_through_tensorflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TF checkpoint prefix (its .index beside it, or the .index itself) goes to
+    tf.train.load_checkpoint as the prefix; what TF cannot read is a CheckpointError."""
+    import types
+
+    from nextvlad.convert import read_tf_variables
+
+    prefix = tmp_path / "model.ckpt-7"
+    Path(f"{prefix}.index").write_bytes(b"")
+    asked = []
+
+    class Reader:
+        def get_variable_to_shape_map(self) -> dict[str, list[int]]:
+            return {"tower/x": [2]}
+
+        def get_tensor(self, name: str) -> np.ndarray:
+            return np.arange(2.0)
+
+    def load_checkpoint(path: str) -> Reader:
+        asked.append(path)
+        if path.endswith("broken"):
+            raise RuntimeError("bad magic")
+        return Reader()
+
+    fake = types.SimpleNamespace(train=types.SimpleNamespace(load_checkpoint=load_checkpoint))
+    monkeypatch.setitem(sys.modules, "tensorflow", fake)
+    for source in (prefix, Path(f"{prefix}.index")):
+        variables = read_tf_variables(source)
+        assert list(variables) == ["tower/x"] and variables["tower/x"].tolist() == [0.0, 1.0]
+    assert asked == [str(prefix), str(prefix)]
+    broken = tmp_path / "broken"
+    Path(f"{broken}.index").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="not a readable TensorFlow checkpoint"):
+        read_tf_variables(broken)

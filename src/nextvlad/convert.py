@@ -20,15 +20,18 @@ configuration given here is taken literally.
 
 from __future__ import annotations
 
+import os
 import re
+import zipfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from nextvlad.errors import CheckpointError, ConfigError
+from nextvlad.errors import CheckpointError, ConfigError, UsageError
 from nextvlad.models import (
     FrameModel,
     FrameModelConfig,
@@ -238,3 +241,49 @@ def from_tf(
     assert isinstance(model, FrameModel | MixtureModel)
     load_tf_variables(model, variables)
     return model.eval()
+
+
+def read_tf_variables(source: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Variable name -> array of ``source``: an ``.npz`` of plain arrays (no pickled objects),
+    or a TF checkpoint prefix (``model.ckpt-310001``, whose ``.index`` file is beside it; needs
+    TensorFlow).
+
+    Raises:
+        UsageError: nothing at ``source``, or a TF checkpoint without TensorFlow installed.
+        CheckpointError: a file that is not a readable .npz or TF checkpoint.
+    """
+    path = Path(source)
+    if path.suffix == ".npz" or (path.is_file() and zipfile.is_zipfile(path)):
+        return _read_npz(path)
+    if not path.exists() and not Path(f"{path}.index").exists():
+        raise UsageError(f"{path}: no such file (nor a TF checkpoint prefix: no {path}.index)")
+    if path.is_file() and path.suffix != ".index" and not Path(f"{path}.index").exists():
+        raise CheckpointError(
+            f"{path}: neither an .npz of arrays nor a TF checkpoint prefix (no {path}.index)"
+        )
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise UsageError(
+            f"{path}: reading a TensorFlow checkpoint needs TensorFlow "
+            "(pip install 'nextvlad[tf]'), or export its variables to an .npz first"
+        ) from None
+    prefix = str(path).removesuffix(".index")
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    except Exception as err:  # TF raises many types for unreadable checkpoints
+        raise CheckpointError(f"{path}: not a readable TensorFlow checkpoint ({err})") from None
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):  # a lone .npy array
+                raise ValueError("one .npy array, not an .npz archive of named arrays")
+            return {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        reason = str(err).split(". ")[0] if "pickled" in str(err) else str(err)
+        raise CheckpointError(f"{path}: not a readable .npz of arrays ({reason})") from None

@@ -136,7 +136,7 @@ def test_eval_text_output(tiny_run: TinyRun, rated: str) -> None:
 def test_errors(tiny_run: TinyRun, rated: str, tmp_path: Path) -> None:
     out = tmp_path / "sub.csv"
     code, _, err = _predict(tiny_run, tiny_run.videos, out)
-    assert code == 2 and "--segments needs frame-level data" in one_line(err)
+    assert code == 1 and "--segments needs frame-level data" in one_line(err)
     code, _, err = _predict(
         tiny_run, rated, out, "--segment-classes", _whitelist(tmp_path, [3, 25])
     )
@@ -150,10 +150,10 @@ def test_errors(tiny_run: TinyRun, rated: str, tmp_path: Path) -> None:
     video = Video("tiny", np.array([1], np.int64), frames, 4)
     write_records(short, [encode_video(video)])  # 4 frames: no 5-frame window
     code, _, err = _predict(tiny_run, str(short), out)
-    assert code == 2 and "no window in --data" in err
+    assert code == 1 and "no window in --data" in err
     assert not out.exists()
     code, _, err = run_cli(["eval", "--segments", "--checkpoint", str(tiny_run.run), "--data", tiny_run.frames, "--num-workers", "0"])  # fmt: skip
-    assert code == 2 and "no rated segment" in err
+    assert code == 1 and "no rated segment" in err
     argv = ["predict", "--checkpoint", str(tiny_run.run), "--data", rated, "--out", str(out)]
     code, _, err = run_cli([*argv, "--max-per-class", "3"])
     assert code == 2 and "--max-per-class applies with --segments only" in err
@@ -170,4 +170,4 @@ def test_video_level_model_is_refused(tiny_run: TinyRun, rated: str, tmp_path: P
     argv += ["--eval-every", "0", "--batch-size", "4", "--num-workers", "0", "--no-progress"]
     assert run_cli([*argv, "--eigenvals", "none"])[0] == 0
     code, _, err = _predict(tiny_run, rated, tmp_path / "s.csv", "--checkpoint", str(run))
-    assert code == 2 and "needs a model of frame-level input" in one_line(err), err
+    assert code == 1 and "needs a model of frame-level input" in one_line(err), err

@@ -33,4 +33,24 @@ def test_segment_modules_need_only_numpy(name: str) -> None:
                 node.module if node.module.startswith("nextvlad") else node.module.split(".")[0]
             )
     allowed = {"__future__", "collections", "itertools", "math", "os", "re", "typing", "numpy"}
-    assert imported - allowed <= {"nextvlad.errors"}, imported
+    assert imported - allowed <= {"nextvlad.errors", "nextvlad._yt8m"}, imported
+
+
+def test_dataset_facts_have_one_home() -> None:
+    """Segment ids and the Kaggle 100,000 are defined in nextvlad._yt8m only (the data and the
+    metrics both import them from there)."""
+    import io
+    import tokenize
+
+    from nextvlad import _yt8m
+    from nextvlad.data import segments as data_segments
+    from nextvlad.metrics import segments as metric_segments
+
+    assert data_segments.segment_id is metric_segments.segment_id is _yt8m.segment_id
+    written = []
+    for path in sorted((REPO_ROOT / "src" / "nextvlad").rglob("*.py")):
+        tokens = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+        for token in tokens:
+            if token.type == tokenize.NUMBER and token.string.replace("_", "") == "100000":
+                written.append(f"{path.relative_to(REPO_ROOT)}:{token.start[0]}")
+    assert written == ["src/nextvlad/_yt8m.py:22"], written

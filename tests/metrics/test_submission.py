@@ -97,3 +97,21 @@ def test_fuzzed_files_only_raise_our_error(tmp_path: Path, data: bytes) -> None:
             )
     except SubmissionError as err:
         assert str(err).startswith(f"{path}, line ")
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("VideoId,LabelConfidencePairs\nabcd,3 0.9 17 0.25\n", 1),
+        ("\nabcd,3 0.9 17 2.5e-01\n", 2),
+        ("3,a:0\nabcd,3 0.9\n", 2),
+    ],
+)
+def test_a_2018_submission_is_named_as_such(tmp_path: Path, text: str, line: int) -> None:
+    with pytest.raises(SubmissionError, match=rf", line {line}: .* a 2018 video-level submission"):
+        list(read_submission(_write(tmp_path, text)))
+
+
+def test_a_class_that_is_no_integer_is_not_called_2018(tmp_path: Path) -> None:
+    with pytest.raises(SubmissionError, match="class 'x' is not a non-negative integer"):
+        list(read_submission(_write(tmp_path, "x,a:0 b:5\n")))

@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from nextvlad.errors import NextVLADError, UsageError, error_message
 
@@ -30,10 +31,18 @@ _COMMAND_MODULES = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser whose errors are one line, ``nextvlad CMD: error: ... (see nextvlad CMD
+    --help)``, exit code 2: the usage block is what ``--help`` is for."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nextvlad import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nextvlad",
         description=(
             "NeXtVLAD (Lin et al., ECCV 2018 workshops) and baselines for video classification "
@@ -49,12 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand. Exit codes: 0 done; 2 a usage error (an option value, a path that
-    does not exist or a glob that matches nothing, an option's file such as --eigenvals or
-    --vocabulary that is not what it should be); 1 a failure on well-formed input (corrupt
-    records, a checkpoint that does not fit, a non-finite loss, a full disk); 128 + N when
-    signal N stopped training (130 Ctrl-C, 143 SIGTERM). Errors are one line, no traceback."""
+    does not exist or a glob that matches nothing, an option's file such as --eigenvals,
+    --vocabulary, --segment-classes or --submission that is not what it should be); 1 a
+    failure on well-formed input (corrupt records, records or a checkpoint that do not fit the
+    model or the mode, e.g. --segments on video-level records or records without ratings, a
+    non-finite loss, a full disk); 128 + N when signal N stopped training (130 Ctrl-C, 143
+    SIGTERM). Errors are one line, `nextvlad CMD: error: ...`, no traceback; argument errors
+    end with a hint, ``(see nextvlad CMD --help)``."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     command = f"nextvlad {args.command}"
     try:
         with _cache_dir(getattr(args, "cache_dir", None)):
@@ -76,6 +88,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C while training stops, or Ctrl-C elsewhere
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, with the arguments no subcommand takes reported by the
+    subcommand's parser (`nextvlad eval: error: unrecognized arguments: ...`)."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        action.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
 
 
 def _cache_dir(folder: str | None) -> contextlib.AbstractContextManager[None]:

@@ -14,43 +14,103 @@ from nextvlad._args import CACHE_DIR_HELP, DEVICE, non_negative_int, positive_in
 from nextvlad.errors import UsageError
 
 __all__ = [
+    "TOP_K",
     "Loaded",
+    "add_branch_argument",
     "add_cache_argument",
     "add_inference_arguments",
+    "add_loader_arguments",
     "add_segment_arguments",
+    "add_skip_corrupt_argument",
+    "add_top_k_argument",
+    "check_out",
     "evaluation_loader",
     "exported_format",
     "load_checkpoint",
     "positive_int",
     "rank_segments",
     "refuse_segment_options",
-    "segment_classes",
 ]
 
 # Suffixes of TorchScript archives (`nextvlad export --format torchscript --out model.pt`).
 _TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
 _NOT_ZIP = (".safetensors", ".json", ".onnx")  # the files that are never TorchScript
+# Classes a video keeps in the 2018 submission ('label score' pairs), and a window in the 2019
+# segment task: the Kaggle evaluations' 20 (GAP@20).
+TOP_K = 20
 
 
 def add_inference_arguments(p: argparse.ArgumentParser, *, checkpoint_help: str) -> None:
     """The arguments of `eval` and `predict`: the checkpoint, the data, how to run them."""
     p.add_argument("--checkpoint", required=True, help=checkpoint_help)
     p.add_argument("--data", required=True, nargs="+", metavar="GLOB", help="TFRecords")
-    p.add_argument("--branch", type=int, help="mixtures: use branch M alone")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="videos a batch (256)")
-    p.add_argument(
-        "--num-workers", type=non_negative_int, default=2, help="data loader processes (2)"
-    )
-    p.add_argument("--skip-corrupt", action="store_true", help="skip and count corrupt records")
+    add_branch_argument(p, verb="use")
+    add_loader_arguments(p)
     add_cache_argument(p)
     p.add_argument("--device", type=DEVICE, default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument(
         "--quantize",
         choices=("none", "int8"),
         default="none",
-        help="int8: the linear layers in int8 (dynamic quantisation, on the CPU): about "
-        "twice as fast, GAP within 0.001 of float32 where measured (docs/performance.md)",
+        help="int8: the linear layers in int8 (dynamic quantisation, on the CPU): faster, at "
+        "about float32's GAP (the measured speed and GAP: docs/performance.md)",
     )
+
+
+def add_branch_argument(p: argparse.ArgumentParser, *, verb: str) -> None:
+    """``--branch M`` of the commands that run or export a model: one branch of a mixture."""
+    p.add_argument(
+        "--branch",
+        type=non_negative_int,
+        metavar="M",
+        help=f"mixtures: {verb} branch M alone (default: the whole mixture)",
+    )
+
+
+def add_loader_arguments(p: argparse.ArgumentParser, *, scope: str = "") -> None:
+    """``--batch-size``, ``--num-workers`` and ``--skip-corrupt`` of the commands that run a
+    model over records (`eval`, `predict`, `export --eval-data`); ``scope`` starts their help
+    ("--eval-data: ")."""
+    p.add_argument(
+        "--batch-size", type=positive_int, default=256, help=f"{scope}videos a batch (256)"
+    )
+    p.add_argument(
+        "--num-workers",
+        type=non_negative_int,
+        default=2,
+        help=f"{scope}data loader processes (2; 0 reads in this process)",
+    )
+    add_skip_corrupt_argument(p, scope=scope)
+
+
+def add_skip_corrupt_argument(p: argparse.ArgumentParser, *, scope: str = "") -> None:
+    """``--skip-corrupt``, of every command that reads records."""
+    p.add_argument(
+        "--skip-corrupt",
+        action="store_true",
+        help=f"{scope}skip and count corrupt records instead of stopping at the first",
+    )
+
+
+def add_top_k_argument(p: argparse.ArgumentParser, *, help: str, default: int | None) -> None:
+    """``--top-k`` of `predict` and `eval --segments`: classes a video or a window keeps
+    (``TOP_K``); ``default`` None where the option applies with --segments only."""
+    p.add_argument("--top-k", type=positive_int, default=default, help=f"{help} ({TOP_K})")
+
+
+def check_out(path: str | Path, *, folder: bool = False, flag: str = "--out") -> None:
+    """A path to write (``folder``: a folder to make or fill) must not be a file where a folder
+    is wanted or the other way round, nor lie below a file: a usage error, before any work."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file; give a folder")
+    if not folder and path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file name")
+    for parent in path.parents:  # the nearest that exists must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{flag} {path}: {parent} is a file, not a folder")
+            return
 
 
 def add_cache_argument(p: argparse.ArgumentParser) -> None:
@@ -118,17 +178,17 @@ def evaluation_loader(
     ``model`` the file the model comes from ("the checkpoint RUN/checkpoints/step-00000010").
     ``segments``: the 5-frame windows of every video (``--stride``), frame-level data only."""
     from nextvlad.checkpoint import check_data_fits
-    from nextvlad.data import SegmentDataset, VideoDataset, detect_schema, resolve_files
-    from nextvlad.errors import ConfigError
+    from nextvlad.data import SegmentDataset, VideoDataset
+    from nextvlad.data.summary import files_schema
 
     patterns = args.data if patterns is None else patterns
     data = " ".join(patterns)
-    files = resolve_files(patterns)
-    schema = detect_schema(files, skip_corrupt=args.skip_corrupt)
-    if schema is None:  # the files' content, not the command line: exit 1
-        raise ConfigError(f"no record in {what} ({data}) shows a known schema")
-    if segments and not schema.frame_level:
-        raise UsageError(f"--segments needs frame-level data; --data {data} is video-level")
+    files, schema = files_schema(
+        patterns,
+        skip_corrupt=args.skip_corrupt,
+        what=what,
+        frame_level_for="--segments" if segments else None,
+    )
     check_data_fits(config, schema, f"{what} ({data})", model=model)
     common = {
         "schema": schema,
@@ -177,36 +237,25 @@ def refuse_segment_options(args: argparse.Namespace, *names: str) -> None:
 def rank_segments(args: argparse.Namespace, loaded: Loaded, *, max_per_class: int) -> Any:
     """The SegmentRanking of ``loaded``'s probabilities over the windows of ``args.data``
     (``--top-k``, ``--segment-classes``, ``--stride``, the loader options)."""
+    from nextvlad.data.segments import segment_classes_option
+    from nextvlad.errors import ConfigError
     from nextvlad.training.segments import SegmentRanking, rank_windows
 
     config, model = loaded.config, f"the checkpoint {loaded.folder}"
-    if config.input_level != "frame":
-        raise UsageError(
+    if config.input_level != "frame":  # a model that does not fit the data: exit 1
+        raise ConfigError(
             f"--segments needs a model of frame-level input; {model} holds a "
             f"{config.input_level}-level model"
         )
-    classes = segment_classes(args.segment_classes, config.num_classes)
+    classes = segment_classes_option(args.segment_classes, config.num_classes)
     loader = evaluation_loader(args, config, model=model, segments=True)
     ranking = SegmentRanking(
         config.num_classes, top_k=args.top_k, max_per_class=max_per_class, classes=classes
     )
     rank_windows(loaded.model, loaded.transform, loader, loaded.device, ranking, branch=args.branch)
-    if ranking.num_windows == 0:
-        raise UsageError(
+    if ranking.num_windows == 0:  # the data's content: exit 1
+        raise ConfigError(
             f"no window in --data {' '.join(args.data)}: every video is shorter than one 5-frame "
             "segment"
         )
     return ranking
-
-
-def segment_classes(path: str | None, num_classes: int) -> Any:
-    """The whitelist of ``--segment-classes`` (None without it), within the model's classes."""
-    if path is None:
-        return None
-    from nextvlad.data import load_segment_classes
-    from nextvlad.data.errors import DataError
-
-    try:
-        return load_segment_classes(path, num_classes)
-    except DataError as err:
-        raise UsageError(f"--segment-classes {err}") from None

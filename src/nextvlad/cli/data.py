@@ -7,7 +7,8 @@ import json
 import time
 from typing import Any
 
-from nextvlad.cli._common import add_cache_argument
+from nextvlad._args import non_negative_int, positive_int
+from nextvlad.cli._common import add_cache_argument, add_skip_corrupt_argument, check_out
 from nextvlad.errors import UsageError
 
 SEGMENT_RATINGS = 5  # ratings a synthetic video with --segment-rated (about the 2019 set's)
@@ -25,8 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     synth.add_argument("--out", required=True, help="output folder (created if needed)")
-    synth.add_argument("--videos", type=int, default=1000, help="number of videos (1000)")
-    synth.add_argument("--shards", type=int, default=4, help="number of files (4)")
+    synth.add_argument(
+        "--videos", type=non_negative_int, default=1000, help="number of videos (1000)"
+    )
+    synth.add_argument("--shards", type=positive_int, default=4, help="number of files (4)")
     level = synth.add_mutually_exclusive_group()
     level.add_argument(
         "--frame-level",
@@ -41,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_false",
         help="Examples with mean_rgb/mean_audio float vectors",
     )
-    synth.add_argument("--classes", type=int, default=25, help="number of classes (25)")
+    synth.add_argument("--classes", type=positive_int, default=25, help="number of classes (25)")
     synth.add_argument("--seed", type=int, default=0, help="seed of the videos (0)")
     synth.add_argument(
         "--concept-seed", type=int, default=0, help="seed of the class prototypes (0)"
@@ -57,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     synth.add_argument(
         "--segment-ratings",
-        type=int,
+        type=positive_int,
         default=SEGMENT_RATINGS,
         help=f"ratings a video with --segment-rated (at most; {SEGMENT_RATINGS})",
     )
@@ -78,13 +81,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inspect.add_argument("files", nargs="+", metavar="GLOB", help="files or globs (quote globs)")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     add_cache_argument(inspect)
+    add_skip_corrupt_argument(inspect)
     inspect.add_argument(
-        "--skip-corrupt",
-        action="store_true",
-        help="skip and count corrupt records instead of stopping at the first",
-    )
-    inspect.add_argument(
-        "--classes", type=int, default=None, help="also check that labels are below this"
+        "--classes", type=positive_int, default=None, help="also check that labels are below this"
     )
     inspect.set_defaults(func=_inspect)
 
@@ -95,14 +94,9 @@ def _synth(args: argparse.Namespace) -> int:
 
     if args.videos < 1:
         raise UsageError(f"--videos must be at least 1, got {args.videos}")
-    if args.shards < 1:
-        raise UsageError(f"--shards must be at least 1, got {args.shards}")
-    if args.classes < 1:
-        raise UsageError(f"--classes must be at least 1, got {args.classes}")
+    check_out(args.out, folder=True)
     if args.segment_rated and not args.frame_level:
         raise UsageError("--segment-rated needs frame-level videos (not --video-level)")
-    if args.segment_ratings < 1:
-        raise UsageError(f"--segment-ratings must be at least 1, got {args.segment_ratings}")
     start = time.perf_counter()
     try:
         config = SynthConfig(num_classes=args.classes, concept_seed=args.concept_seed)
@@ -134,8 +128,6 @@ def _inspect(args: argparse.Namespace) -> int:
     from nextvlad.data.reader import resolve_files
     from nextvlad.data.summary import summarize
 
-    if args.classes is not None and args.classes < 1:
-        raise UsageError(f"--classes must be at least 1, got {args.classes}")
     try:
         files = resolve_files(args.files)
     except NoDataFilesError as err:

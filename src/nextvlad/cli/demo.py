@@ -16,8 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Generate the synthetic frame-level set, train a small NeXtVLAD and the mean-pool "
             "baseline with the same budget, evaluate both (GAP@20, mAP, Hit@1), write "
-            "Kaggle-format predictions and print a table. Runs on the CPU: about 6 minutes on 2 "
-            "free cores, several times that when other jobs share them."
+            "Kaggle-format predictions and print a table. Runs on the CPU, in minutes on free "
+            "cores and several times that when other jobs share them (measured times: "
+            "docs/training.md)."
         ),
     )
     p.add_argument(

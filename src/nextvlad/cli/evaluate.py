@@ -10,17 +10,19 @@ import time
 from typing import Any
 
 from nextvlad._args import non_negative_int
+from nextvlad._yt8m import SEGMENT_TOP_N
 from nextvlad.cli._common import (
+    TOP_K,
     add_inference_arguments,
     add_segment_arguments,
+    add_top_k_argument,
     evaluation_loader,
     exported_format,
     load_checkpoint,
-    positive_int,
     rank_segments,
     refuse_segment_options,
 )
-from nextvlad.errors import UsageError
+from nextvlad.errors import ConfigError, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,11 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--top-n",
         type=non_negative_int,
-        help="with --segments: entries of a class scored (100000, as on Kaggle); 0 all",
+        help=f"with --segments: entries of a class scored ({SEGMENT_TOP_N}, as on Kaggle); 0 all",
     )
-    p.add_argument(
-        "--top-k", type=positive_int, help="with --segments: classes a window contributes (20)"
-    )
+    add_top_k_argument(p, help="with --segments: classes a window contributes", default=None)
     p.set_defaults(func=_eval)
 
 
@@ -71,13 +71,13 @@ def _eval_segments(args: argparse.Namespace) -> int:
     from nextvlad.training.segments import segment_map
 
     started = time.perf_counter()
-    top_n = 100_000 if args.top_n is None else args.top_n
-    args.top_k = 20 if args.top_k is None else args.top_k
+    top_n = SEGMENT_TOP_N if args.top_n is None else args.top_n
+    args.top_k = TOP_K if args.top_k is None else args.top_k
     loaded = load_checkpoint(args)
     metric = SegmentMAP(top_n=top_n)
     num_videos, num_rated = read_ratings(args.data, metric, skip_corrupt=args.skip_corrupt)
-    if metric.num_rated_pairs == 0:
-        raise UsageError(
+    if metric.num_rated_pairs == 0:  # the data's content, as in score-segments: exit 1
+        raise ConfigError(
             f"--segments: no rated segment in the {num_videos} videos of {' '.join(args.data)}; "
             "eval --segments needs segment-rated records (segment_start_times, segment_labels, "
             "segment_scores)"
@@ -113,8 +113,8 @@ def _eval(args: argparse.Namespace) -> int:
         branch=args.branch,
         progress="eval",
     )
-    if count == 0:
-        raise UsageError(f"no videos in {args.data}")
+    if count == 0:  # e.g. every record skipped as corrupt: the data's content, exit 1
+        raise ConfigError(f"no videos in {' '.join(args.data)}")
     result: dict[str, Any] = {k: v for k, v in metrics.compute().items()}
     result["loss"] = loss_sum / count
     result["num_videos"] = int(count)

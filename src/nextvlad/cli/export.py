@@ -7,7 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nextvlad.cli._common import evaluation_loader, positive_int
+from nextvlad.cli._common import (
+    add_branch_argument,
+    add_loader_arguments,
+    check_out,
+    evaluation_loader,
+)
 from nextvlad.errors import UsageError
 
 
@@ -33,12 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="onnx (ONNX Runtime, `nextvlad predict`) or torchscript (torch.jit.load)",
     )
     p.add_argument("--out", required=True, help="file to write (e.g. model.onnx, model.pt)")
-    p.add_argument(
-        "--branch",
-        type=int,
-        metavar="M",
-        help="mixtures: export branch M alone (default: the whole mixture)",
-    )
+    add_branch_argument(p, verb="export")
     p.add_argument(
         "--dtype",
         choices=("fp32", "fp16"),
@@ -63,15 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="GLOB",
         help="TFRecords: also report the GAP of the exported file and of PyTorch on them",
     )
-    p.add_argument(
-        "--batch-size", type=positive_int, default=64, help="videos a batch for --eval-data (64)"
-    )
-    p.add_argument(
-        "--num-workers", type=int, default=0, help="data loader processes for --eval-data (0)"
-    )
-    p.add_argument(
-        "--skip-corrupt", action="store_true", help="--eval-data: skip and count corrupt records"
-    )
+    add_loader_arguments(p, scope="--eval-data: ")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_export)
 
@@ -82,8 +74,7 @@ def _export(args: argparse.Namespace) -> int:
 
     if not Path(args.checkpoint).exists():
         raise UsageError(f"--checkpoint {args.checkpoint}: no such file or folder")
-    if Path(args.out).is_dir():
-        raise UsageError(f"--out {args.out} is a folder; give a file name")
+    check_out(args.out)
     if args.dtype == "fp16" and args.quantize == "int8":
         raise UsageError("--dtype fp16 and --quantize int8 are alternatives: choose one")
     if args.legacy_onnx and args.format != "onnx":

@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from nextvlad.errors import UsageError
+from nextvlad.cli._common import check_out
+from nextvlad.errors import ConfigError, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -127,36 +126,26 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_variables(source: str) -> dict[str, Any]:
-    path = Path(source)
-    if path.suffix == ".npz":
-        if not path.is_file():
-            raise UsageError(f"file not found: {path}")
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise UsageError(
-            f"{source}: reading a TensorFlow checkpoint needs TensorFlow "
-            "(pip install 'nextvlad[tf]'), or export its variables to an .npz first"
-        ) from None
-    try:
-        reader = tf.train.load_checkpoint(source)
-    except Exception as err:  # TF raises many types for unreadable checkpoints
-        raise UsageError(f"{source}: not a readable TensorFlow checkpoint ({err})") from None
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
-
-
 def _import_tf(args: argparse.Namespace) -> int:
     from nextvlad.checkpoint import save_model
-    from nextvlad.convert import from_tf, infer_tf_config
+    from nextvlad.convert import from_tf, infer_tf_config, model_config_from_tf, read_tf_variables
 
-    variables = _read_variables(args.source)
+    check_out(args.out, folder=True)
+    variables = read_tf_variables(args.source)
     if args.config:
         try:
-            config = json.loads(Path(args.config).read_text())
-        except (OSError, json.JSONDecodeError) as err:
+            config = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise UsageError(f"--config {args.config}: {err}") from None
+        if not isinstance(config, dict):
+            raise UsageError(
+                f"--config {args.config}: expected a JSON object of the reference's flags "
+                '(e.g. {"model": "NeXtVLADModel", "groups": 8}), found '
+                f"{type(config).__name__}"
+            )
+        try:
+            model_config_from_tf(config)
+        except (ConfigError, TypeError, ValueError) as err:
             raise UsageError(f"--config {args.config}: {err}") from None
     else:
         config = infer_tf_config(variables)

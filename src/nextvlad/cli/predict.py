@@ -9,9 +9,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from nextvlad._yt8m import SEGMENT_TOP_N
 from nextvlad.cli._common import (
+    TOP_K,
     add_inference_arguments,
     add_segment_arguments,
+    add_top_k_argument,
+    check_out,
     evaluation_loader,
     exported_format,
     load_checkpoint,
@@ -38,9 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"checkpoint folder (RUN/checkpoints/step-N) or its model.safetensors, or {_ONNX}",
     )
     p.add_argument("--out", required=True, help="CSV file to write (missing folders are made)")
-    p.add_argument(
-        "--top-k", type=positive_int, default=20, help="pairs a video, or classes a window (20)"
-    )
+    add_top_k_argument(p, help="pairs a video, or classes a window", default=TOP_K)
     p.add_argument(
         "--vocabulary",
         help="vocabulary.csv: also write the top-k with class names (VideoId,Label,Name,Score) "
@@ -50,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-per-class",
         type=positive_int,
-        help="with --segments: windows a class keeps, by descending score (100000)",
+        help=f"with --segments: windows a class keeps, by descending score ({SEGMENT_TOP_N})",
     )
     p.set_defaults(func=_predict)
 
@@ -112,17 +114,6 @@ def _warn_unnamed(names: dict[int, str], num_classes: int, path: str) -> None:
     )
 
 
-def _check_out(out: Path) -> None:
-    """--out must be a file name whose folders are folders (missing ones are made)."""
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a folder; give a file name")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UsageError(f"--out {out}: {parent} is a file, not a folder")
-            return
-
-
 @contextlib.contextmanager
 def _open_atomic(path: Path | None) -> Iterator[Any]:
     """A text file that replaces ``path`` whole when the block ends without an error."""
@@ -148,7 +139,7 @@ def _predict_segments(args: argparse.Namespace, out: Path) -> int:
             "run or checkpoint folder it was exported from"
         )
     loaded = load_checkpoint(args)
-    max_per_class = 100_000 if args.max_per_class is None else args.max_per_class
+    max_per_class = SEGMENT_TOP_N if args.max_per_class is None else args.max_per_class
     ranking = rank_segments(args, loaded, max_per_class=max_per_class)
     with _open_atomic(out) as f:
         count = write_segment_submission(f, ranking.ranked())
@@ -160,7 +151,7 @@ def _predict(args: argparse.Namespace) -> int:
     from nextvlad.training import read_vocabulary, write_predictions
 
     out = Path(args.out)
-    _check_out(out)
+    check_out(out)
     if args.segments:
         return _predict_segments(args, out)
     refuse_segment_options(args, "max_per_class")

@@ -10,7 +10,8 @@ import time
 from typing import Any
 
 from nextvlad._args import non_negative_int
-from nextvlad.cli._common import add_cache_argument
+from nextvlad._yt8m import SEGMENT_TOP_N
+from nextvlad.cli._common import add_cache_argument, add_skip_corrupt_argument
 from nextvlad.errors import ConfigError, UsageError
 
 
@@ -34,10 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--top-n",
         type=non_negative_int,
-        default=100_000,
-        help="entries of a class scored (100000, as on Kaggle); 0 scores them all",
+        default=SEGMENT_TOP_N,
+        help=f"entries of a class scored ({SEGMENT_TOP_N}, as on Kaggle); 0 scores them all",
     )
-    p.add_argument("--skip-corrupt", action="store_true", help="skip and count corrupt records")
+    add_skip_corrupt_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_cache_argument(p)
     p.set_defaults(func=_score_segments)
@@ -48,13 +49,10 @@ def read_ratings(
 ) -> tuple[int, int]:
     """Add the segment ratings of the records of ``patterns`` to ``metric`` (a SegmentMAP).
     Returns (videos read, videos with rated segments)."""
-    from nextvlad.data import detect_schema, resolve_files
+    from nextvlad.data.summary import files_schema
     from nextvlad.training.segments import read_ratings as read_file_ratings
 
-    files = resolve_files(patterns)
-    schema = detect_schema(files, skip_corrupt=skip_corrupt)
-    if schema is None:  # the files' content, not the command line: exit 1
-        raise ConfigError(f"no record in the data ({' '.join(patterns)}) shows a known schema")
+    files, schema = files_schema(patterns, skip_corrupt=skip_corrupt)
     return read_file_ratings(files, schema, metric, skip_corrupt=skip_corrupt)
 
 
@@ -77,6 +75,10 @@ def _score_segments(args: argparse.Namespace) -> int:
         raise UsageError(f"--submission {err}") from None
     except FileNotFoundError:
         raise UsageError(f"--submission {args.submission}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"--submission {args.submission} is a folder; give a file") from None
+    except OSError as err:  # unreadable: the option's file, as --vocabulary's
+        raise UsageError(f"--submission {args.submission}: {err.strerror or err}") from None
     if metric.num_classes == 0:
         raise UsageError(f"--submission {args.submission}: no class line")
     result: dict[str, Any] = metric.compute()

@@ -8,6 +8,7 @@ import logging
 import sys
 from typing import Any
 
+from nextvlad.cli._common import check_out
 from nextvlad.errors import UsageError
 
 _PAPER = "the paper's recipe (Sec. 4.2)"
@@ -46,6 +47,7 @@ def train_options(args: argparse.Namespace) -> Any:
 
     if args.epochs is None and args.max_steps is None:
         raise UsageError("give --epochs or --max-steps")
+    check_out(args.out, folder=True)
     try:
         config = get_config(args.preset, **dict(args.model_overrides))
     except ConfigError as err:

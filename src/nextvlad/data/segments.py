@@ -31,11 +31,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from nextvlad._yt8m import segment_id
 from nextvlad.data.batch import Batch, VideoCollator
 from nextvlad.data.dataset import VideoDataset, _shuffled, _SkipCountingLoader
 from nextvlad.data.errors import DataError, SchemaError
 from nextvlad.data.schema import SEGMENT_SIZE, Segments, Video
-from nextvlad.errors import ConfigError
+from nextvlad.errors import ConfigError, UsageError
 
 __all__ = [
     "SegmentCollator",
@@ -43,14 +44,10 @@ __all__ = [
     "count_segments",
     "load_segment_classes",
     "rated_segments",
+    "segment_classes_option",
     "segment_id",
     "segment_windows",
 ]
-
-
-def segment_id(video_id: str, start: int) -> str:
-    """The id of a segment, ``"<video_id>:<start>"`` (the Kaggle 2019 submission's form)."""
-    return f"{video_id}:{start}"
 
 
 def _slice(video: Video, start: int, size: int) -> dict[str, np.ndarray]:
@@ -336,3 +333,18 @@ SEGMENT_COUNT_KEYS = (
     "num_positive_segments",
     "num_segment_classes",
 )
+
+
+def segment_classes_option(path: str | os.PathLike[str] | None, num_classes: int) -> Any:
+    """The whitelist of a ``--segment-classes`` option (None without it), within the model's
+    ``num_classes``: :func:`load_segment_classes`, its errors those of an option's file.
+
+    Raises:
+        UsageError: the file is missing or not a whitelist (exit code 2).
+    """
+    if path is None:
+        return None
+    try:
+        return load_segment_classes(path, num_classes)
+    except DataError as err:
+        raise UsageError(f"--segment-classes {err}") from None

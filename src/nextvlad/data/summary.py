@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 
 from nextvlad.data.errors import CorruptRecordError, RecordError
-from nextvlad.data.reader import ReadStats, read_videos
+from nextvlad.data.reader import ReadStats, read_videos, resolve_files
 from nextvlad.data.remote import redact_url
 from nextvlad.data.schema import Schema, infer_schema
 from nextvlad.data.tfrecord import iter_records
+from nextvlad.errors import ConfigError
 
-__all__ = ["Summary", "detect_schema", "summarize"]
+__all__ = ["Summary", "detect_schema", "files_schema", "summarize"]
 
 
 def detect_schema(
@@ -45,6 +46,33 @@ def detect_schema(
             if seen >= max_records:
                 return None
     return None
+
+
+def files_schema(
+    patterns: Sequence[str],
+    *,
+    skip_corrupt: bool = False,
+    what: str = "the data",
+    frame_level_for: str | None = None,
+) -> tuple[list[str], Schema]:
+    """The files of ``patterns`` (globs, resolved) and the schema their records show.
+    ``what`` names them in errors ("the data", "--eval-data"); ``frame_level_for`` names the
+    mode that needs frame-level records ("--segments").
+
+    Raises:
+        NoDataFilesError: a pattern that matches no file (a usage error).
+        ConfigError: no record shows a known schema, or video-level records for
+            ``frame_level_for``: the files' content, not the command line.
+        CorruptRecordError: a corrupt record met first, unless ``skip_corrupt``.
+    """
+    data = f"{what} ({' '.join(patterns)})"
+    files = resolve_files(patterns)
+    schema = detect_schema(files, skip_corrupt=skip_corrupt)
+    if schema is None:
+        raise ConfigError(f"no record in {data} shows a known schema")
+    if frame_level_for and not schema.frame_level:
+        raise ConfigError(f"{frame_level_for} needs frame-level data; {data} is video-level")
+    return files, schema
 
 
 @dataclass

@@ -46,14 +46,11 @@ from typing import Any
 
 import numpy as np
 
+from nextvlad._yt8m import SEGMENT_TOP_N, segment_id
+
 __all__ = ["SegmentMAP", "segment_id"]
 
 _UNRATED = -1
-
-
-def segment_id(video_id: str, start_time: int) -> str:
-    """The id of a segment in the 2019 submission format, ``"<video_id>:<start_time>"``."""
-    return f"{video_id}:{int(start_time)}"
 
 
 class SegmentMAP:
@@ -75,7 +72,7 @@ class SegmentMAP:
         metric.compute()["map"]  # 0.5: the positive is 2nd of 2
     """
 
-    def __init__(self, top_n: int | None = 100_000) -> None:
+    def __init__(self, top_n: int | None = SEGMENT_TOP_N) -> None:
         if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int)):
             raise ValueError(f"top_n must be a non-negative integer or None, got {top_n!r}")
         if top_n is not None and top_n < 0:

@@ -25,14 +25,17 @@ from typing import NamedTuple
 
 from nextvlad.errors import NextVLADError
 
-__all__ = ["HEADER", "SubmissionError", "SubmissionLine", "read_submission"]
+__all__ = ["HEADER", "VIDEO_HEADER", "SubmissionError", "SubmissionLine", "read_submission"]
 
 HEADER = "Class,Segments"
+VIDEO_HEADER = "VideoId,LabelConfidencePairs"  # the 2018 video-level submission's
 
 _CLASS = re.compile(r"[0-9]+")
 _ENTRY = r"[^\s:]+:[0-9]+"
 _ENTRIES = re.compile(rf"\s*(?:{_ENTRY}(?:\s+{_ENTRY})*)?\s*")
 _ONE_ENTRY = re.compile(_ENTRY)
+_NUMBER = r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+_PAIRS = re.compile(rf"\s*[0-9]+\s+{_NUMBER}(?:\s+[0-9]+\s+{_NUMBER})*\s*")  # 2018 lines
 
 
 class SubmissionError(NextVLADError, ValueError):
@@ -72,6 +75,8 @@ def read_submission(path: str | os.PathLike[str]) -> Iterator[SubmissionLine]:
                 header_allowed = False
                 if text == HEADER:
                     continue
+                if text == VIDEO_HEADER:
+                    raise SubmissionError(_video_level(name, number, "the header"))
             parsed = _parse_line(name, number, text)
             first = seen.setdefault(parsed.class_id, number)
             if first != number:
@@ -93,6 +98,8 @@ def _parse_line(name: str, number: int, text: str) -> SubmissionLine:
         )
     head = head.strip()
     if not _CLASS.fullmatch(head):
+        if _PAIRS.fullmatch(rest):
+            raise SubmissionError(_video_level(name, number, f"{_cut(text)!r}"))
         if text.split(",") == HEADER.split(","):
             raise SubmissionError(f"{where}: the header {HEADER!r} may only be the first line")
         raise SubmissionError(f"{where}: class {_cut(head)!r} is not a non-negative integer")
@@ -100,6 +107,15 @@ def _parse_line(name: str, number: int, text: str) -> SubmissionLine:
         bad = next(token for token in rest.split() if not _ONE_ENTRY.fullmatch(token))
         raise SubmissionError(f"{where}: entry {_cut(bad)!r} is not of the form vid:start")
     return SubmissionLine(number, int(head), rest.split())
+
+
+def _video_level(name: str, number: int, what: str) -> str:
+    """The error of a 2018 submission's line (a video's 'label score' pairs) given as 2019's."""
+    return (
+        f"{name}, line {number}: {what} of a 2018 video-level submission ({VIDEO_HEADER}), "
+        f"not of a 2019 segment submission ({HEADER}); `nextvlad predict --segments` writes "
+        "the latter"
+    )
 
 
 def _cut(text: str, limit: int = 60) -> str:

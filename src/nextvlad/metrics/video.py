@@ -3,8 +3,8 @@
 The definitions are those of Google's official YouTube-8M starter code
 (``eval_util.EvaluationMetrics`` with ``average_precision_calculator`` and
 ``mean_average_precision_calculator``, empty classes filtered), re-implemented
-with vectorised NumPy: ``update()`` costs about 1 ms per batch of 80 x 3,862
-on one CPU core (the official per-video Python loops cost tens of ms).
+with vectorised NumPy instead of the official per-video Python loops (what
+``update()`` adds to an evaluation batch is measured in docs/performance.md).
 
 Definitions (N videos, C classes, ``k = min(top_k, C)``):
 
@@ -60,8 +60,7 @@ class indices (int16 when C <= 32,767) and k positive flags, i.e. 7*k = 140
 bytes a video for k = 20 and float32 (140 MB for 1M videos), plus one int64
 count per class. ``compute()`` sorts the N*k pooled pairs; its peak memory,
 state included, is about 40 bytes a pair (measured: 0.8 GB for 1M videos at
-k = 20, against 15 GB for the dense float32 matrix), and it takes about 2 s per
-million pairs.
+k = 20, against 15 GB for the dense float32 matrix).
 
 Labels must be multi-hot: every entry 0 or 1 (bool or any numeric dtype).
 Predictions must be floating point; the official code never checks a range, and

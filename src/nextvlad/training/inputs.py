@@ -13,15 +13,10 @@ from typing import Any
 import torch
 
 from nextvlad.checkpoint import check_data_fits
-from nextvlad.data import (
-    SegmentDataset,
-    VideoDataset,
-    detect_schema,
-    load_segment_classes,
-    resolve_files,
-)
-from nextvlad.data.errors import DataError
+from nextvlad.data import SegmentDataset, VideoDataset
 from nextvlad.data.schema import Schema
+from nextvlad.data.segments import segment_classes_option
+from nextvlad.data.summary import files_schema
 from nextvlad.errors import ConfigError
 from nextvlad.models import (
     FrameModelConfig,
@@ -43,16 +38,10 @@ EvalSet = VideoDataset | SegmentEvaluation
 
 
 def _schema(patterns: list[str], options: TrainOptions, what: str) -> tuple[list[str], Schema]:
-    files = resolve_files(patterns)
-    schema = detect_schema(files, skip_corrupt=options.skip_corrupt)
-    if schema is None:
-        raise ConfigError(f"no record in {' '.join(patterns)} shows a known schema")
-    if options.task == "segments" and not schema.frame_level:
-        raise ConfigError(
-            f"--task segments needs frame-level segment-rated records; {what} "
-            f"({' '.join(patterns)}) is video-level"
-        )
-    return files, schema
+    segments = "--task segments" if options.task == "segments" else None
+    return files_schema(
+        patterns, skip_corrupt=options.skip_corrupt, what=what, frame_level_for=segments
+    )
 
 
 def datasets(options: TrainOptions, config: ModelConfig) -> tuple[TrainSet, EvalSet | None, Schema]:
@@ -97,12 +86,7 @@ def datasets(options: TrainOptions, config: ModelConfig) -> tuple[TrainSet, Eval
 
 def segment_classes(options: TrainOptions, num_classes: int) -> Any:
     """The whitelist of ``--segment-classes`` (None without it), within the model's classes."""
-    if options.segment_classes is None:
-        return None
-    try:
-        return load_segment_classes(options.segment_classes, num_classes)
-    except DataError as err:
-        raise ConfigError(f"--segment-classes {err}") from None
+    return segment_classes_option(options.segment_classes, num_classes)
 
 
 def segment_evaluation(

@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from nextvlad._yt8m import SEGMENT_TOP_N
 from nextvlad.data import Batch, ReadStats, SegmentDataset, read_videos
 from nextvlad.data.schema import Schema
 from nextvlad.metrics import SegmentMAP
@@ -68,7 +69,7 @@ class SegmentRanking:
         num_classes: int,
         *,
         top_k: int = 20,
-        max_per_class: int = 100_000,
+        max_per_class: int = SEGMENT_TOP_N,
         classes: np.ndarray | None = None,
     ) -> None:
         if top_k < 1 or max_per_class < 1:
@@ -218,7 +219,7 @@ class SegmentEvaluation:
         skip_corrupt: bool = False,
         classes: np.ndarray | None = None,
         top_k: int = 20,
-        top_n: int = 100_000,
+        top_n: int = SEGMENT_TOP_N,
     ) -> None:
         self.files, self.num_classes, self.classes = list(files), num_classes, classes
         self.top_k, self.top_n = top_k, top_n

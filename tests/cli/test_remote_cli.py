@@ -98,6 +98,16 @@ def test_run_json_never_records_a_signed_urls_query(tmp_path: Path) -> None:
     assert options.train_data == [signed]  # still read with its signature
 
 
+def test_the_resume_command_never_prints_a_signed_urls_query() -> None:
+    from nextvlad.training.options import TrainOptions, resume_command
+
+    signed = "https://127.0.0.1:8443/yt8m/train.tfrecord?X-Goog-Signature=SECRET"
+    options = TrainOptions(preset="nextvlad-8g-16k-256h", train_data=[signed], out="run", epochs=1)
+    command = resume_command(options)
+    assert "SECRET" not in command
+    assert "https://127.0.0.1:8443/yt8m/train.tfrecord?REDACTED" in command
+
+
 def test_train_applies_cache_dir_once_and_restores_it(
     data: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

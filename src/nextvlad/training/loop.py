@@ -220,8 +220,14 @@ class _Run:
             if self._reached_max_steps():
                 return "done"
 
+    def _train_data(self) -> str:
+        """--train-data as it may be printed (signed URLs redacted)."""
+        from nextvlad.data.remote import redact_url
+
+        return " ".join(redact_url(url) for url in self.options.train_data)
+
     def _no_examples(self) -> str:
-        data = " ".join(self.options.train_data)
+        data = self._train_data()
         if self.options.task == "segments":
             return (
                 f"--task segments: no rated segment in --train-data {data} (segment-rated "
@@ -240,7 +246,7 @@ class _Run:
     def _only_small_batches(self) -> str:
         return (
             f"an epoch of no batch of two videos or more: --train-data "
-            f"{' '.join(self.options.train_data)} gave each process batches of one "
+            f"{self._train_data()} gave each process batches of one "
             f"{'segment' if self.options.task == 'segments' else 'video'} only (batch "
             "normalisation needs two a batch): give more data or fewer processes"
         )

@@ -383,7 +383,10 @@ def data_order_changes(before: TrainOptions, now: TrainOptions) -> list[str]:
 def resume_command(options: TrainOptions, *, distributed: bool = False) -> str:
     """The `nextvlad train` command line that continues the run ``options`` describe (its
     non-default options and --resume), quoted for a POSIX shell; under torchrun it starts with
-    ``torchrun ... -m nextvlad train``, the dots standing for the run's launch options."""
+    ``torchrun ... -m nextvlad train``, the dots standing for the run's launch options. Data
+    URLs appear redacted (no signature or token is printed): a signed URL is given again."""
+    from nextvlad.data.remote import redact_url
+
     argv = ["torchrun", "...", "-m", "nextvlad", "train"] if distributed else ["nextvlad", "train"]
     for f in _cli_fields():
         value = getattr(options, f.name)
@@ -391,6 +394,8 @@ def resume_command(options: TrainOptions, *, distributed: bool = False) -> str:
         required = f.metadata["argparse"].get("required", False)
         if f.name == "resume" or (not required and (value is None or value == _default(f))):
             continue
+        if f.name in ("train_data", "eval_data"):
+            value = [redact_url(url) for url in value]
         argv += _flag_words(flag, value)
     return shlex.join([*argv, "--resume"])
 

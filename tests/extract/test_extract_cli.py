@@ -336,3 +336,18 @@ def test_each_torchrun_process_takes_its_own_gpu(monkeypatch):
     assert _device("cuda:3") == "cuda:3"
     monkeypatch.setenv("LOCAL_RANK", "2")
     assert _device("cuda") == "cuda:2"
+
+
+def test_bad_weight_files_are_usage_errors(tmp_path, weights, videos, monkeypatch, capsys):
+    monkeypatch.undo()  # the real load_inception
+    bogus = tmp_path / "classify_image_graph_def.pb"
+    bogus.write_bytes(b"\x0a\x03abc")
+    for inception, pca in ((bogus, weights[1]), (weights[0], tmp_path)):
+        with pytest.raises(SystemExit) as exit_:
+            main(["extract", str(videos[0]), "--out", str(tmp_path / "out"),
+                  "--inception", str(inception), "--pca", str(pca)])  # fmt: skip
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert str(inception if pca == weights[1] else pca) in err
+        assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -180,6 +180,7 @@ class Extractor:
 
         if (audio_model is None) != (audio_pca is None):
             raise UsageError("--audio-model and --audio-pca go together: give both or neither")
+        projection = PCA.load(pca)  # the quick file first: its mistakes show at once
         network = load_inception(inception).to(device)
         audio = None
         if audio_model is not None and audio_pca is not None:
@@ -188,7 +189,7 @@ class Extractor:
             audio = AudioExtractor.from_files(audio_model, audio_pca, device=device)
         return cls(
             network,
-            PCA.load(pca),
+            projection,
             audio=audio,
             zero_audio=zero_audio,
             fps=fps,

@@ -15,7 +15,7 @@ Without an audio model no audio is written, unless ``zero_audio``: then every au
 dequantizes to -1.99), and ``mean_audio`` is 0.0. A video without an audio stream, when an
 audio model is given, gets the same (its :attr:`ExtractedVideo.note` says so).
 
-A sketch of the GPU path: ``Extractor.from_files(..., device="cuda")`` puts the network on
+The GPU path: ``Extractor.from_files(..., device="cuda")`` puts the network on
 the GPU; :meth:`Extractor.extract_many` decodes the next videos in CPU worker threads while
 the GPU runs the current one.
 """

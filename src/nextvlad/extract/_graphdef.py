@@ -65,30 +65,6 @@ class Graph:
     def attr_float(self, node: str, key: str, default: float) -> float:
         return float(self._attr_scalar(node, key, 4, default))
 
-    def attr_ints(self, node: str, key: str) -> list[int] | None:
-        """An attribute ``list(int)`` (strides, ksize), or None when absent."""
-        span = self.nodes[node].attr.get(key)
-        if span is None:
-            return None
-        out: list[int] = []
-        for number, wire, a, b in iter_fields(self.data, *span):
-            if number == 1 and wire == LEN:
-                for n2, w2, a2, b2 in iter_fields(self.data, a, b):
-                    if n2 == 3 and w2 == LEN:
-                        out.extend(decode_packed_varints(self.data, a2, b2))
-                    elif n2 == 3 and w2 == VARINT:
-                        out.append(to_int64(a2))
-        return out
-
-    def attr_string(self, node: str, key: str) -> str | None:
-        span = self.nodes[node].attr.get(key)
-        if span is None:
-            return None
-        for number, wire, a, b in iter_fields(self.data, *span):
-            if number == 2 and wire == LEN:
-                return bytes(self.data[a:b]).decode("utf-8", "replace")
-        return None
-
     def const(self, name: str) -> np.ndarray:
         """The value of the Const node ``name`` (its ``value`` attribute's TensorProto)."""
         node = self.nodes[name]

@@ -29,10 +29,12 @@ GraphDef is read by :func:`load_inception` without TensorFlow (``_graphdef``) an
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +97,18 @@ class BasicConv2d(nn.Module):
         self.bn = nn.BatchNorm2d(cout, eps=BN_EPSILON)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.bn(self.conv(x)))
+        if self.training:
+            return F.relu(self.bn(self.conv(x)))
+        # Inference: the batch norm folded into the convolution (one pass over the output
+        # instead of two, ~20% faster on CPU; differs from the unfolded sum by float32 rounding).
+        bn = self.bn
+        mean, var = bn.running_mean, bn.running_var
+        assert mean is not None and var is not None  # track_running_stats
+        scale = bn.weight * torch.rsqrt(var + bn.eps)  # (cout,)
+        weight = self.conv.weight * scale[:, None, None, None]
+        bias = bn.bias - mean * scale
+        conv = self.conv
+        return F.relu(F.conv2d(x, weight, bias, conv.stride, conv.padding))
 
 
 def _avg_pool_same(x: Tensor) -> Tensor:
@@ -242,6 +255,10 @@ class InceptionV3(nn.Module):
     def forward(self, frames: Tensor) -> Tensor:
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"InceptionV3 takes (B, H, W, 3) RGB frames, got {frames.shape}")
+        with full_fp32_convolutions(frames.device):
+            return self._features(frames)
+
+    def _features(self, frames: Tensor) -> Tensor:
         x = legacy_resize_bilinear(frames, INPUT_SIZE, INPUT_SIZE)  # (B, 299, 299, 3)
         x = (x - 128.0) * (1.0 / 128.0)  # the graph's Sub and Mul
         x = x.permute(0, 3, 1, 2)  # (B, 3, 299, 299)
@@ -255,6 +272,30 @@ class InceptionV3(nn.Module):
         x = self.Mixed_7a(x)  # (B, 1280, 8, 8)
         x = self.Mixed_7c(self.Mixed_7b(x))  # (B, 2048, 8, 8)
         return x.mean(dim=(2, 3))  # pool_3: (B, 2048)
+
+
+@contextlib.contextmanager
+def full_fp32_convolutions(device: torch.device) -> Iterator[None]:
+    """On CUDA, cuDNN convolutions in IEEE float32 rather than TF32 (PyTorch's default for
+    cuDNN), whose 10-bit mantissa would move many bytes off Google's; restored afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        old = conv.fp32_precision
+        conv.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = old
+    else:  # PyTorch before the fp32_precision settings
+        old_flag = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = old_flag
 
 
 def load_inception(path: str | Path) -> InceptionV3:

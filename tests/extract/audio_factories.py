@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from nextvlad.extract._tf_checkpoint import write_v1_checkpoint
+from nextvlad.extract._tf_checkpoint_writer import write_v1_checkpoint
 from nextvlad.extract.vggish import VGGISH_SHAPES
 
 __all__ = ["vggish_tensors", "write_audio_file", "write_audio_pca", "write_vggish_checkpoint"]

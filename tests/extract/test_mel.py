@@ -173,6 +173,15 @@ def test_max_examples_takes_a_prefix_and_reads_only_what_it_needs():
     assert len(mel.log_mel_examples(wave, max_examples=50)) == len(whole)
 
 
+@pytest.mark.parametrize("hop", [1.0, 0.96])
+@pytest.mark.parametrize("count", [1, 2, 7])
+def test_samples_needed_is_exact(hop, count):
+    needed = mel.samples_needed(count, hop)
+    assert len(mel.log_mel_examples(np.zeros(needed, np.float32), hop)) == count
+    assert len(mel.log_mel_examples(np.zeros(needed - 1, np.float32), hop)) == count - 1
+    assert mel.samples_needed(0, hop) == 0
+
+
 def test_silence_is_the_log_offset():
     examples = mel.log_mel_examples(np.zeros(16000, np.float32))
     np.testing.assert_allclose(examples, np.log(0.01), rtol=1e-6)

@@ -27,8 +27,9 @@ size = 5, crc32c = 6), and ``PREFIX.data-0000K-of-0000N`` holding the raw little
 from __future__ import annotations
 
 import os
+import re
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,15 +42,13 @@ from nextvlad.data._wire import (
     VARINT,
     WireError,
     iter_fields,
-    len_field,
     read_varint,
-    varint,
 )
 from nextvlad.data._wire import to_int64 as _int64
 from nextvlad.data.tfrecord import masked_crc32c
-from nextvlad.extract._table import is_table, read_table, write_table
+from nextvlad.extract._table import is_table, read_table
 
-__all__ = ["CheckpointFormatError", "TFCheckpoint", "read_checkpoint", "write_v1_checkpoint"]
+__all__ = ["CheckpointFormatError", "TFCheckpoint", "read_checkpoint"]
 
 # DataType enum (tensorflow/core/framework/types.proto) -> NumPy dtype, and the TensorProto
 # field V1 stores such values in.
@@ -67,6 +66,7 @@ _DTYPES: dict[int, np.dtype] = {
 }
 _FIELD = {1: 5, 2: 6, 3: 7, 4: 7, 5: 7, 6: 7, 9: 10, 10: 11, 17: 7, 19: 13}
 _ENUM = {dtype: number for number, dtype in _DTYPES.items()}
+_DATA_SHARD = re.compile(r"\.data-\d{5}-of-\d{5}$")
 _CHECKPOINT_VERSION = 1  # TF_CHECKPOINT_VERSION, what TF writes as the producer
 
 
@@ -198,6 +198,10 @@ class TFCheckpoint:
     def open(cls, path: str | Path) -> TFCheckpoint:
         path = Path(path)
         prefix = path.with_suffix("") if path.suffix == ".index" else path
+        shard = _DATA_SHARD.search(path.name)
+        if shard:  # a V2 data file given: its prefix
+            prefix = path.with_name(path.name[: shard.start()])
+            path = prefix
         index = prefix.with_name(prefix.name + ".index")
         try:
             if path.is_file() and path.suffix != ".index":
@@ -214,7 +218,7 @@ class TFCheckpoint:
         raise CheckpointFormatError("no such checkpoint file (nor a V2 .index beside it)")
 
     def get(self, name: str) -> np.ndarray:
-        """The tensor ``name`` (a read-only array that may be a view of the file's bytes)."""
+        """The tensor ``name`` (an array that may be a view of the file's bytes)."""
         if name not in self.shapes:
             raise KeyError(name)
         try:
@@ -369,98 +373,3 @@ def read_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
     """Every tensor of a TF checkpoint (see :class:`TFCheckpoint`)."""
     ckpt = TFCheckpoint.open(path)
     return {name: ckpt.get(name) for name in ckpt.shapes}
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing (V1, as TF's Save op writes it; used by the tests' factories)
-
-
-def _ordered_num(value: int) -> bytes:
-    """OrderedCode ``WriteNumIncreasing``: a length byte, then big-endian bytes."""
-    body = value.to_bytes((value.bit_length() + 7) // 8, "big") if value else b""
-    return bytes([len(body)]) + body
-
-
-def _ordered_signed(value: int) -> bytes:
-    """OrderedCode ``WriteSignedNumIncreasing``: the value's two's complement in L bytes, L the
-    fewest that hold it, its top L bits flipped (L ones lead a positive number)."""
-    magnitude = ~value if value < 0 else value
-    length = next(n for n in range(1, 11) if magnitude < 1 << (7 * n - 1))
-    bits = 8 * length
-    header = ((1 << length) - 1) << (bits - length)
-    return ((value & ((1 << bits) - 1)) ^ header).to_bytes(length, "big")
-
-
-def _ordered_string(text: bytes) -> bytes:
-    """OrderedCode ``WriteString``: 0x00 -> 0x00 0xff, 0xff -> 0xff 0x00, then 0x00 0x01."""
-    escaped = (b"\x00\xff" if c == 0 else b"\xff\x00" if c == 0xFF else bytes([c]) for c in text)
-    return b"".join(escaped) + b"\x00\x01"
-
-
-def tensor_slice_key(name: str, rank: int) -> bytes:
-    """``EncodeTensorNameSlice`` of a whole tensor (every extent: start 0, length -1)."""
-    return (
-        _ordered_num(0)
-        + _ordered_string(name.encode())
-        + _ordered_num(rank)
-        + (_ordered_signed(0) + _ordered_signed(-1)) * rank
-    )
-
-
-def _shape_proto(shape: tuple[int, ...]) -> bytes:
-    return b"".join(len_field(2, b"\x08" + varint(n) if n else b"") for n in shape)
-
-
-def _whole_slice(rank: int) -> bytes:
-    return len_field(1, b"") * rank
-
-
-def _tensor_values(array: np.ndarray) -> list[bytes | memoryview]:
-    """A TensorProto holding ``array``'s values in its typed field, as buffers: a float array's
-    bytes are not copied."""
-    number = _FIELD[_ENUM[array.dtype]]
-    flat = array.reshape(-1)
-    if not flat.size:
-        return []
-    if number in (5, 6):
-        packed = np.ascontiguousarray(flat, "<f4" if number == 5 else "<f8")
-        payload: bytes | memoryview = packed.view(np.uint8).data
-    else:
-        payload = b"".join(varint(int(v)) for v in flat.astype(np.int64))
-    return [varint(number << 3 | LEN) + varint(len(payload)), payload]
-
-
-def _message(number: int, parts: list[bytes | memoryview]) -> list[bytes | memoryview]:
-    """Field ``number`` holding the message ``parts`` (a list of buffers, not joined)."""
-    size = sum(memoryview(p).nbytes for p in parts)
-    return [varint(number << 3 | LEN) + varint(size), *parts]
-
-
-def write_v1_checkpoint(path: str | Path, tensors: Mapping[str, np.ndarray]) -> None:
-    """Writes ``tensors`` as a V1 checkpoint, byte for byte what TF's ``Save`` op writes."""
-    names = sorted(tensors)
-    arrays = {name: np.asarray(tensors[name]) for name in names}
-    for name, array in arrays.items():
-        if array.dtype not in _ENUM or array.dtype == np.float16:
-            raise ValueError(f"{name}: dtype {array.dtype} is not written by this writer")
-    meta = b"".join(
-        len_field(
-            1,
-            len_field(1, name.encode())
-            + len_field(2, _shape_proto(arrays[name].shape))
-            + b"\x18"
-            + varint(_ENUM[arrays[name].dtype])
-            + len_field(4, _whole_slice(arrays[name].ndim)),
-        )
-        for name in names
-    ) + len_field(2, b"\x08" + varint(_CHECKPOINT_VERSION))
-    entries: list[tuple[bytes, bytes | list[bytes | memoryview]]] = [(b"", len_field(1, meta))]
-    data = []
-    for name in names:
-        array = arrays[name]
-        head = len_field(1, name.encode()) + len_field(2, _whole_slice(array.ndim))
-        saved = [head, *_message(3, _tensor_values(array))]
-        data.append((tensor_slice_key(name, array.ndim), _message(2, saved)))
-    entries += sorted(data, key=lambda entry: entry[0])
-    with open(path, "wb") as file:
-        write_table(file, entries)

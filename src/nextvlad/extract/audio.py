@@ -25,7 +25,12 @@ import torch
 
 from nextvlad._yt8m import AUDIO_DIM, DEQUANT_BIAS, DEQUANT_SCALE
 from nextvlad.errors import NextVLADError, UsageError
-from nextvlad.extract.mel import SAMPLE_RATE, YT8M_EXAMPLE_HOP_SECONDS, log_mel_examples
+from nextvlad.extract.mel import (
+    SAMPLE_RATE,
+    YT8M_EXAMPLE_HOP_SECONDS,
+    log_mel_examples,
+    samples_needed,
+)
 from nextvlad.extract.vggish import EMBEDDING_SIZE, VGGish, load_vggish
 
 __all__ = [
@@ -59,9 +64,10 @@ class AudioPCAError(UsageError):
     """A VGGish PCA file (``vggish_pca_params.npz``) that cannot be read or has the wrong shape."""
 
 
-def decode_audio(path: str | Path) -> np.ndarray | None:
-    """(T,) float32 samples of the first audio stream of ``path``, 16 kHz mono, in [-1, 1];
-    None when the file has no audio stream.
+def decode_audio(path: str | Path, max_samples: int | None = None) -> np.ndarray | None:
+    """(T,) float32 samples of the first audio stream of ``path``, 16 kHz mono, in [-1, 1]
+    (the first ``max_samples`` only, decoding no further, when given); None when the file has
+    no audio stream.
 
     Raises:
         AudioDecodeError: the file cannot be opened, or its audio cannot be decoded.
@@ -73,25 +79,37 @@ def decode_audio(path: str | Path) -> np.ndarray | None:
     with container:
         if not container.streams.audio:
             return None
-        stream = container.streams.audio[0]
-        stream.codec_context.thread_type = "AUTO"
-        resampler = av.AudioResampler(format="fltp", layout=None, rate=SAMPLE_RATE)
-        parts: list[np.ndarray] = []
         try:
-            for frame in container.decode(stream):
-                parts.extend(out.to_ndarray() for out in resampler.resample(frame))
-            parts.extend(out.to_ndarray() for out in resampler.resample(None))
+            parts = _resampled(container, container.streams.audio[0], max_samples)
         except (av.FFmpegError, ValueError) as err:
-            raise AudioDecodeError(
-                f"{path}: audio stream cannot be decoded: {_reason(err)}"
-            ) from None
+            reason = _reason(err)
+            raise AudioDecodeError(f"{path}: audio stream cannot be decoded: {reason}") from None
     if not parts:
         return np.zeros(0, np.float32)
     channels = {part.shape[0] for part in parts}
     if len(channels) != 1:
         raise AudioDecodeError(f"{path}: the audio stream changes its channel count")
-    samples = np.concatenate(parts, axis=1)  # (C, T) float32
+    samples = np.concatenate(parts, axis=1)[:, :max_samples]  # (C, T) float32
     return samples.mean(axis=0, dtype=np.float64).astype(np.float32)  # (T,)
+
+
+def _resampled(
+    container: av.container.InputContainer, stream: av.AudioStream, max_samples: int | None
+) -> list[np.ndarray]:
+    """The stream decoded and resampled to 16 kHz, its channels kept: (C, n) float32 pieces,
+    decoded until ``max_samples`` samples are there (all when None)."""
+    stream.codec_context.thread_type = "AUTO"
+    resampler = av.AudioResampler(format="fltp", layout=None, rate=SAMPLE_RATE)
+    parts: list[np.ndarray] = []
+    have = 0
+    for frame in container.decode(stream):
+        for out in resampler.resample(frame):
+            parts.append(out.to_ndarray())  # (C, n)
+            have += parts[-1].shape[1]
+        if max_samples is not None and have >= max_samples:
+            return parts  # enough: the rest is not decoded
+    parts.extend(out.to_ndarray() for out in resampler.resample(None))  # the filter's tail
+    return parts
 
 
 def _reason(err: BaseException) -> str:
@@ -111,8 +129,8 @@ def align_audio(rows: np.ndarray, n_frames: int) -> np.ndarray:
     Rows past the last rgb frame are cut (they describe no frame). Missing rows, which a video
     whose last second is partial has (its last rgb frame is taken, but 0.96 s of audio do not
     remain after it), repeat the last audio row: the nearest sound in time, where a PCA-mean
-    row (:data:`ZERO_AUDIO_BYTE`) would claim silence-like "no evidence" that YouTube-8M's
-    audio never shows for a video with sound. A track with no row at all is padded with
+    row (:data:`ZERO_AUDIO_BYTE`, "an average sound") is a value YouTube-8M's audio never
+    shows for a video with sound. A track with no row at all is padded with
     :data:`ZERO_AUDIO_BYTE` (0.0 for float rows), as a video without audio is.
     """
     if len(rows) >= n_frames:
@@ -140,7 +158,10 @@ class AudioPCA:
             AudioPCAError: unreadable, a key missing, or a shape not VGGish's.
         """
         try:
-            with np.load(path, allow_pickle=False) as npz:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):  # a lone .npy array
+                raise AudioPCAError(f"{path}: not a VGGish PCA file (an .npy, not an .npz)")
+            with loaded as npz:
                 missing = [key for key in (PCA_EIGEN_VECTORS, PCA_MEANS) if key not in npz]
                 if missing:
                     raise AudioPCAError(f"{path}: not a VGGish PCA file: {missing[0]} missing")
@@ -188,12 +209,22 @@ class AudioExtractor:
 
     @classmethod
     def from_files(
-        cls, checkpoint: str | Path, pca_params: str | Path, **options: object
+        cls,
+        checkpoint: str | Path,
+        pca_params: str | Path,
+        *,
+        hop_seconds: float = YT8M_EXAMPLE_HOP_SECONDS,
+        batch_size: int = 64,
+        device: str | torch.device = "cpu",
     ) -> AudioExtractor:
-        """From Google's ``vggish_model.ckpt`` and ``vggish_pca_params.npz`` (options: those of
-        the constructor). Raises ``VGGishWeightsError`` / :class:`AudioPCAError` naming the file."""
+        """From Google's ``vggish_model.ckpt`` and ``vggish_pca_params.npz``.
+
+        Raises:
+            VGGishWeightsError, AudioPCAError: a file that is not what it should be (named).
+        """
         pca = AudioPCA.load(pca_params)
-        return cls(load_vggish(checkpoint), pca, **options)  # type: ignore[arg-type]
+        model = load_vggish(checkpoint)
+        return cls(model, pca, hop_seconds=hop_seconds, batch_size=batch_size, device=device)
 
     def _postprocessed(self, waveform: np.ndarray, max_examples: int | None) -> np.ndarray:
         examples = log_mel_examples(waveform, self.hop_seconds, max_examples)  # (n, 96, 64)
@@ -219,5 +250,6 @@ class AudioExtractor:
         Raises:
             AudioDecodeError: the file or its audio stream cannot be decoded.
         """
-        waveform = decode_audio(path)
+        limit = None if max_examples is None else samples_needed(max_examples, self.hop_seconds)
+        waveform = decode_audio(path, max_samples=limit)
         return None if waveform is None else self.features(waveform, max_examples)

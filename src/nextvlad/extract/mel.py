@@ -93,6 +93,14 @@ def num_examples(num_frames: int, hop_seconds: float = YT8M_EXAMPLE_HOP_SECONDS)
     return max(0, 1 + (num_frames - EXAMPLE_FRAMES) // hop)
 
 
+def samples_needed(examples: int, hop_seconds: float = YT8M_EXAMPLE_HOP_SECONDS) -> int:
+    """The samples that the first ``examples`` examples are computed from."""
+    if examples <= 0:
+        return 0
+    last_frame = (examples - 1) * _hop_frames(hop_seconds) + EXAMPLE_FRAMES - 1
+    return last_frame * HOP_SAMPLES + WINDOW_SAMPLES
+
+
 def _hop_frames(hop_seconds: float) -> int:
     hop = round(hop_seconds / STFT_HOP_SECONDS)
     if hop < 1:
@@ -110,8 +118,7 @@ def log_mel_examples(
     hop = _hop_frames(hop_seconds)
     samples = np.asarray(waveform).reshape(-1)
     if max_examples is not None:  # only the samples the first examples need
-        needed = (max(0, max_examples - 1) * hop + EXAMPLE_FRAMES - 1) * HOP_SAMPLES
-        samples = samples[: needed + WINDOW_SAMPLES] if max_examples > 0 else samples[:0]
+        samples = samples[: samples_needed(max_examples, hop_seconds)]
     log_mel = log_mel_spectrogram(samples)  # (F, 64)
     count = num_examples(len(log_mel), hop_seconds)
     if count == 0:

@@ -171,3 +171,13 @@ def test_video_level_record(pca_dir, video):
     assert not schema.frame_level and [f.name for f in schema.features] == ["mean_rgb"]
     decoded = decode_video(record, schema)
     np.testing.assert_allclose(decoded.features["mean_rgb"], got.mean_rgb)
+
+
+def test_audio_is_decoded_only_as_far_as_max_frames_needs(pca_dir, sound_video):
+    from nextvlad.extract.mel import samples_needed
+
+    audio = FakeAudio(2)
+    got = cheap(pca_dir, audio=audio, max_frames=2).extract(sound_video)
+    assert got.num_frames == 2
+    ((samples, examples),) = audio.calls
+    assert examples == 2 and samples == samples_needed(2, 1.0) < 5 * 16000

@@ -37,6 +37,7 @@ from nextvlad.errors import NextVLADError
 from nextvlad.extract._sources import local_copy
 from nextvlad.extract.audio import ZERO_AUDIO_BYTE, align_audio, decode_audio, quantize_audio
 from nextvlad.extract.frames import Frame, VideoError, iter_frames
+from nextvlad.extract.mel import samples_needed
 
 __all__ = [
     "AUDIO_DIM",
@@ -65,6 +66,8 @@ class Projection(Protocol):
 class Audio(Protocol):
     """What the pipeline needs of the audio side (:class:`nextvlad.extract.audio.AudioExtractor`):
     (n, 128) float32 PCA-whitened, unquantized VGGish features of a 16 kHz mono waveform."""
+
+    hop_seconds: float  # between examples (one a second)
 
     def embeddings(self, waveform: np.ndarray, max_examples: int | None = None) -> np.ndarray: ...
 
@@ -274,7 +277,8 @@ class Extractor:
         if Path(path).is_dir():
             return None, "an image folder has no audio: zero audio written"
         clock = _Clock()
-        waveform = decode_audio(path)
+        needed = samples_needed(self.max_frames, self.audio.hop_seconds)  # decode no further
+        waveform = decode_audio(path, max_samples=needed)
         if waveform is None:
             return None, "no audio stream: zero audio written"
         found = self.audio.embeddings(waveform, self.max_frames)

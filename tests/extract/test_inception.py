@@ -100,6 +100,15 @@ def test_pb_pth_and_tgz_give_the_same_network(inception_model, inception_pth, in
     assert not any(p.requires_grad for p in inception_model.parameters())
 
 
+def test_legacy_torch_serialization_is_read(tmp_path, inception_model):
+    path = tmp_path / "legacy.pth"
+    torch.save(factories.fid_state_dict(0), path, _use_new_zipfile_serialization=False)
+    assert path.read_bytes()[:1] == b"\x80"  # a pickle, not a zip
+    got = _state(load_inception(path))
+    for key, value in _state(inception_model).items():
+        assert torch.equal(got[key], value), key
+
+
 def test_graph_weights_land_where_they_belong(inception_model):
     params, flags, _ = factories.inception_params(0)
     state = inception_model.state_dict()

@@ -313,7 +313,8 @@ def load_inception(path: str | Path) -> InceptionV3:
         raise InceptionWeightsError(
             f"{path}: cannot read the Inception weights ({err.strerror})"
         ) from None
-    if data[:4] == b"PK\x03\x04":  # torch.save's zip
+    # torch.save's zip, or its legacy format (a pickle; pytorch-fid's file may be one)
+    if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":
         state = weights.from_state_dict(_torch_load(data, path), path)
     else:
         if data[:2] == b"\x1f\x8b":

@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-google", action="store_true", help="skip Google's way")
     p.add_argument("--tf-python", default=str(TF_PYTHON), help="the TF venv's python")
     p.add_argument("--google-timeout", type=float, default=3600.0, help="seconds (3600)")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each way, alternating (1)")
     p.add_argument("--quick", action="store_true", help="1 video of 3 s at 320x180, 2 frames")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
@@ -238,10 +239,24 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": os.getloadavg(),
         "cpus": os.cpu_count(),
         "decode_alone": time_decoders(videos, args.fps, args.max_frames),
-        "ours": time_ours(args, videos, graph, pca),
     }
+    # The machine may be shared: the two ways alternate, --repeats times, and the best run of
+    # each is compared (every run is in the report, with the load average before it).
+    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "google": []}
+    for _ in range(args.repeats):
+        load = os.getloadavg()[0]
+        runs["ours"].append({**time_ours(args, videos, graph, pca), "load_before": load})
+        if not args.no_google:
+            load = os.getloadavg()[0]
+            runs["google"].append({**time_google(args, videos, graph, pca), "load_before": load})
+    report["ours"] = max(runs["ours"], key=lambda r: r["frames_per_second"])
+    report["ours_runs"] = [r["frames_per_second"] for r in runs["ours"]]
     if not args.no_google:
-        report["google"] = time_google(args, videos, graph, pca)
+        timed = [r for r in runs["google"] if "frames_per_second" in r]
+        report["google"] = (
+            max(timed, key=lambda r: r["frames_per_second"]) if timed else runs["google"][0]
+        )
+        report["google_runs"] = [r.get("frames_per_second") for r in runs["google"]]
         google_fps = report["google"].get("frames_per_second")
         if google_fps:
             report["speedup_frames_per_second"] = report["ours"]["frames_per_second"] / google_fps

@@ -50,6 +50,8 @@ def patch_network(monkeypatch) -> None:
 class FakeAudio:
     """An audio side whose embeddings are ``rows`` rows of its own, whatever the waveform."""
 
+    hop_seconds = 1.0
+
     def __init__(self, rows: int) -> None:
         self.rows = rows
         self.calls: list[tuple[int, int | None]] = []

@@ -336,3 +336,40 @@ def test_each_torchrun_process_takes_its_own_gpu(monkeypatch):
     assert _device("cuda:3") == "cuda:3"
     monkeypatch.setenv("LOCAL_RANK", "2")
     assert _device("cuda") == "cuda:2"
+
+
+def test_bad_weight_files_are_usage_errors(tmp_path, weights, videos, monkeypatch, capsys):
+    monkeypatch.undo()  # the real load_inception
+    bogus = tmp_path / "classify_image_graph_def.pb"
+    bogus.write_bytes(b"\x0a\x03abc")
+    for inception, pca in ((bogus, weights[1]), (weights[0], tmp_path)):
+        with pytest.raises(SystemExit) as exit_:
+            main(["extract", str(videos[0]), "--out", str(tmp_path / "out"),
+                  "--inception", str(inception), "--pca", str(pca)])  # fmt: skip
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert str(inception if pca == weights[1] else pca) in err
+        assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_under_torchrun(tmp_path, weights, videos):
+    """`torchrun --nproc-per-node 2 ... extract`: each rank its share and its own shards."""
+    script = tmp_path / "cheap_extract.py"
+    script.write_text(CHEAP_MAIN)
+    out = tmp_path / "out"
+    inception, pca = weights
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += [str(script), "0", "extract", *map(str, videos), "--out", str(out)]
+    cmd += ["--inception", str(inception), "--pca", str(pca), "--no-progress"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = sorted(p.name for p in out.glob("*.tfrecord"))
+    assert names == ["features-r0-00000.tfrecord", "features-r1-00000.tfrecord"]
+    assert sorted(p.name for p in out.glob("manifest*.json")) == [
+        "manifest-r0.json",
+        "manifest-r1.json",
+    ]
+    assert sorted(v for v, _, _ in read(out)) == ["v0", "v1", "v2", "v3", "v4"]

@@ -15,7 +15,7 @@ Without an audio model no audio is written, unless ``zero_audio``: then every au
 dequantizes to -1.99), and ``mean_audio`` is 0.0. A video without an audio stream, when an
 audio model is given, gets the same (its :attr:`ExtractedVideo.note` says so).
 
-A sketch of the GPU path: ``Extractor.from_files(..., device="cuda")`` puts the network on
+The GPU path: ``Extractor.from_files(..., device="cuda")`` puts the network on
 the GPU; :meth:`Extractor.extract_many` decodes the next videos in CPU worker threads while
 the GPU runs the current one.
 """
@@ -37,6 +37,7 @@ from nextvlad.errors import NextVLADError
 from nextvlad.extract._sources import local_copy
 from nextvlad.extract.audio import ZERO_AUDIO_BYTE, align_audio, decode_audio, quantize_audio
 from nextvlad.extract.frames import Frame, VideoError, iter_frames
+from nextvlad.extract.mel import samples_needed
 
 __all__ = [
     "AUDIO_DIM",
@@ -65,6 +66,8 @@ class Projection(Protocol):
 class Audio(Protocol):
     """What the pipeline needs of the audio side (:class:`nextvlad.extract.audio.AudioExtractor`):
     (n, 128) float32 PCA-whitened, unquantized VGGish features of a 16 kHz mono waveform."""
+
+    hop_seconds: float  # between examples (one a second)
 
     def embeddings(self, waveform: np.ndarray, max_examples: int | None = None) -> np.ndarray: ...
 
@@ -180,6 +183,7 @@ class Extractor:
 
         if (audio_model is None) != (audio_pca is None):
             raise UsageError("--audio-model and --audio-pca go together: give both or neither")
+        projection = PCA.load(pca)  # the quick file first: its mistakes show at once
         network = load_inception(inception).to(device)
         audio = None
         if audio_model is not None and audio_pca is not None:
@@ -188,7 +192,7 @@ class Extractor:
             audio = AudioExtractor.from_files(audio_model, audio_pca, device=device)
         return cls(
             network,
-            PCA.load(pca),
+            projection,
             audio=audio,
             zero_audio=zero_audio,
             fps=fps,
@@ -273,7 +277,8 @@ class Extractor:
         if Path(path).is_dir():
             return None, "an image folder has no audio: zero audio written"
         clock = _Clock()
-        waveform = decode_audio(path)
+        needed = samples_needed(self.max_frames, self.audio.hop_seconds)  # decode no further
+        waveform = decode_audio(path, max_samples=needed)
         if waveform is None:
             return None, "no audio stream: zero audio written"
         found = self.audio.embeddings(waveform, self.max_frames)

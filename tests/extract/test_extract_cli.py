@@ -295,7 +295,7 @@ def test_fit_pca(tmp_path, weights, videos):
 
 
 def test_remote_input_is_copied_first(tmp_path, weights, videos):
-    from tests.remote_servers import http_server
+    from benchmarks._loopback import http_server
 
     out = tmp_path / "out"
     with http_server(videos[0].parent) as server:

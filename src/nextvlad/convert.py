@@ -266,7 +266,7 @@ def read_tf_variables(source: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     except ImportError:
         raise UsageError(
             f"{path}: reading a TensorFlow checkpoint needs TensorFlow "
-            "(pip install 'nextvlad[tf]'), or export its variables to an .npz first"
+            "(pip install -e '.[tf]'), or export its variables to an .npz first"
         ) from None
     prefix = str(path).removesuffix(".index")
     try:

@@ -136,7 +136,7 @@ def test_command_line_refusals(runs: Runs, tmp_path: Path) -> None:
 def test_without_the_serve_extra(runs: Runs, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "fastapi", None)
     code, err = _cli("--checkpoint", str(runs.frame))
-    assert code == 2 and "pip install 'nextvlad[serve]'" in err
+    assert code == 2 and "pip install -e '.[serve]'" in err
     blocked = "import sys\nfor m in ('fastapi', 'uvicorn', 'prometheus_client', 'starlette'):\n"
     blocked += "    sys.modules[m] = None\n"
     blocked += "import nextvlad, nextvlad.cli, nextvlad.serve, nextvlad.serve.backends\n"

@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Convert a checkpoint of the original TensorFlow implementation "
             "(linrongc/youtube-8m: NeXtVLADModel or MixNeXtVladModel with LogisticModel) into a "
             "nextvlad checkpoint folder. SOURCE is an .npz of variable name -> array, or a TF "
-            "checkpoint prefix (needs TensorFlow: pip install 'nextvlad[tf]'). The "
+            "checkpoint prefix (needs TensorFlow: pip install -e '.[tf]'). The "
             "hyper-parameters are read off the variable shapes unless --config is given. The "
             "model is saved in reference-compatible mode (see docs/models.md)."
         ),

@@ -1,7 +1,7 @@
 """`nextvlad serve`: an inference server on the Open Inference Protocol (KServe v2, REST).
 
-Needs the ``serve`` extra (FastAPI, uvicorn, prometheus-client): ``pip install
-'nextvlad[serve]'``. docs/serving.md describes the protocol surface, batching and metrics.
+Needs the ``serve`` extra (FastAPI, uvicorn, prometheus-client): ``pip install -e
+'.[serve]'`` in the clone. docs/serving.md describes the protocol surface, batching and metrics.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from nextvlad._args import DEVICE, NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT
 from nextvlad.errors import UsageError
 
-_EXTRA = "nextvlad serve needs the serve extra: pip install 'nextvlad[serve]'"
+_EXTRA = "nextvlad serve needs the serve extra: pip install -e '.[serve]'"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

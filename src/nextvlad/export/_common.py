@@ -15,7 +15,7 @@ FORMATS = ("onnx", "torchscript")
 DTYPES = ("fp32", "fp16")
 QUANTIZATIONS = ("none", "int8")
 BUDGET_BYTES = 10**9  # the 2018 challenge's model size limit, 1 GB
-INSTALL_HINT = "pip install 'nextvlad[export]'"
+INSTALL_HINT = "pip install -e '.[export]'"
 
 
 class ExportError(NextVLADError):

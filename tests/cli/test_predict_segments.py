@@ -133,6 +133,27 @@ def test_eval_text_output(tiny_run: TinyRun, rated: str) -> None:
     assert out.startswith("MAP@100000 ") and "windows" in out
 
 
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_segments_show_the_windows_done(
+    tiny_run: TinyRun, rated: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """Off a terminal, plain progress lines over the windows (here one a batch: the interval
+    set to 0), with no total (the records do not tell the windows' number)."""
+    import nextvlad.training.progress as progress_module
+
+    monkeypatch.setattr(progress_module, "PLAIN_INTERVAL", 0.0)
+    argv = [command, "--segments", "--checkpoint", str(tiny_run.run), "--data", rated]
+    argv += ["--num-workers", "0", "--batch-size", "8"]
+    if command == "predict":
+        argv += ["--out", str(tmp_path / "segments.csv")]
+    code, _, err = run_cli(argv)
+    assert code == 0, err
+    lines = [x for x in err.splitlines() if x.startswith(f"{command} --segments: ")]
+    assert len(lines) >= 2 and all(" windows" in x for x in lines), err
+    counts = [int(x.split(": ")[1].split(" ")[0].replace(",", "")) for x in lines]
+    assert counts == sorted(counts) and counts[0] == 8
+
+
 def test_errors(tiny_run: TinyRun, rated: str, tmp_path: Path) -> None:
     out = tmp_path / "sub.csv"
     code, _, err = _predict(tiny_run, tiny_run.videos, out)

@@ -239,6 +239,7 @@ def rank_segments(args: argparse.Namespace, loaded: Loaded, *, max_per_class: in
     (``--top-k``, ``--segment-classes``, ``--stride``, the loader options)."""
     from nextvlad.data.segments import segment_classes_option
     from nextvlad.errors import ConfigError
+    from nextvlad.training.progress import track_videos
     from nextvlad.training.segments import SegmentRanking, rank_windows
 
     config, model = loaded.config, f"the checkpoint {loaded.folder}"
@@ -252,7 +253,10 @@ def rank_segments(args: argparse.Namespace, loaded: Loaded, *, max_per_class: in
     ranking = SegmentRanking(
         config.num_classes, top_k=args.top_k, max_per_class=max_per_class, classes=classes
     )
-    rank_windows(loaded.model, loaded.transform, loader, loaded.device, ranking, branch=args.branch)
+    windows = track_videos(loader, f"{args.command} --segments", files=(), unit="windows")
+    rank_windows(
+        loaded.model, loaded.transform, windows, loaded.device, ranking, branch=args.branch
+    )
     if ranking.num_windows == 0:  # the data's content: exit 1
         raise ConfigError(
             f"no window in --data {' '.join(args.data)}: every video is shorter than one 5-frame "

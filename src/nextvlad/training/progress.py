@@ -207,16 +207,18 @@ def track_videos(
     desc: str,
     *,
     files: Sequence[str | Path] | None = None,
+    unit: str = "videos",
     enabled: bool = True,
     stream: TextIO | None = None,
 ) -> Generator[T, None, None]:
     """``batches`` (of videos: anything with a length) as they come, with the videos done so
     far shown on stderr (:class:`Meter`; ``desc``: "eval", "predict"). ``files``: the data
-    files, to estimate the total from (default: those of a DataLoader's dataset)."""
+    files, to estimate the total from (default: those of a DataLoader's dataset; empty: no
+    total); ``unit``: what the batches hold ("windows" for `--segments`)."""
     if files is None:
         files = getattr(getattr(batches, "dataset", None), "files", None)
     total = records_estimate(files) if enabled and files else None
-    meter = Meter(total, unit="videos", desc=desc, enabled=enabled, stream=stream)
+    meter = Meter(total, unit=unit, desc=desc, enabled=enabled, stream=stream)
     done = 0
     try:
         for batch in batches:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 BEGIN = "<!-- segments:begin -->"
 END = "<!-- segments:end -->"
@@ -71,6 +72,12 @@ def count(n: int, noun: str) -> str:
 # --------------------------------------------------------------------------------------------
 # The page
 # --------------------------------------------------------------------------------------------
+
+
+def source(summary: dict[str, Any]) -> str | None:
+    """The line naming the commit a summary was made at (none when it was not recorded)."""
+    commit = summary.get("source")
+    return f"Library: `nextvlad` at commit {commit}." if commit else None
 
 
 def insert_section(page: str, section: str) -> str:

@@ -17,18 +17,8 @@ import os
 import sys
 from typing import Any
 
-from nextvlad._args import DEVICE, positive_int
+from nextvlad._args import DEVICE, POSITIVE_FLOAT, positive_int
 from nextvlad.errors import UsageError
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def add_weight_arguments(p: argparse.ArgumentParser, *, pca_required: bool = True) -> None:
@@ -61,7 +51,7 @@ def add_weight_arguments(p: argparse.ArgumentParser, *, pca_required: bool = Tru
         "(Google's extractor writes 0, which dequantizes to -1.99)",
     )
     p.add_argument(
-        "--fps", type=_positive_float, default=1.0, help="frames a second, Google's rule (1)"
+        "--fps", type=POSITIVE_FLOAT, default=1.0, help="frames a second, Google's rule (1)"
     )
     p.add_argument("--max-frames", type=positive_int, default=300, help="frames a video (300)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="frames a network call (32)")

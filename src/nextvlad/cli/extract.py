@@ -55,7 +55,12 @@ def add_weight_arguments(p: argparse.ArgumentParser, *, pca_required: bool = Tru
     )
     p.add_argument("--max-frames", type=positive_int, default=300, help="frames a video (300)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="frames a network call (32)")
-    p.add_argument("--device", type=DEVICE, default="cpu", help="cpu, cuda, cuda:N, auto (cpu)")
+    p.add_argument(
+        "--device",
+        type=DEVICE,
+        default="auto",
+        help="auto (a GPU when there is one), cpu, cuda, cuda:N",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

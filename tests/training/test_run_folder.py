@@ -92,12 +92,16 @@ def test_too_little_free_space_is_refused_before_training(
 def test_an_unwritable_run_folder_is_refused_before_training(
     tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A run folder below a file is a usage error (exit 2, as the same --out in every command),
+    said before any step."""
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    assert train(tiny_data / "*.tfrecord", blocker / "run", "--max-steps", "2") == 1
+    with pytest.raises(SystemExit) as exit_info:
+        train(tiny_data / "*.tfrecord", blocker / "run", "--max-steps", "2")
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert f"nextvlad train: error: cannot write to the run folder {blocker / 'run'}" in err
-    assert "Traceback" not in err
+    assert f"nextvlad train: error: --out {blocker / 'run'}: {blocker} is a file" in err
+    assert "Traceback" not in err and "step" not in err
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")

@@ -97,12 +97,14 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [sys.executable, "-m", "nextvlad", "serve", "--port", str(self.port)]
         argv += ["--log-level", "warning", *map(str, args)]
-        # Every server stops by itself: `timeout` kills it if the test never does.
+        # Every server stops by itself: `timeout` kills it if the test never does. In a
+        # session of its own, so that kill() reaches the server too, not only `timeout`.
         self.process = subprocess.Popen(
             ["timeout", "-s", "KILL", str(timeout), *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
+            start_new_session=True,
         )
 
     def wait_ready(self) -> None:
@@ -128,9 +130,11 @@ class Server:
         return self.process.wait(timeout)
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        """SIGKILL to `timeout` and the server under it (a SIGKILL to `timeout` alone would
+        leave the server running without its timer)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
 
 
 @contextlib.contextmanager

@@ -179,3 +179,56 @@ def test_frame_counts_and_their_mask_are_one_contract(
         outputs.append(module(x, given))
     for out in outputs[1:]:
         torch.testing.assert_close(out, outputs[0])
+
+
+@pytest.mark.parametrize("counts", [[7, 3, 0], [7, 2, 5], [7, 7, 7]])
+@pytest.mark.parametrize("folded", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+def test_every_layout_of_the_sums_is_the_same_function(
+    counts: list[int], folded: bool, training: bool
+) -> None:
+    """Packed frames summed per video, or (no padding) taken as they lie for one batched
+    matmul: the masked function, its gradients and its moving statistics, in float64."""
+    from nextvlad.nn import pack_frames
+
+    torch.manual_seed(5)
+    layer = NeXtVLAD(24, 5, 4, 2).double().train(training)
+    layer.folded = folded
+    x = torch.randn(3, 7, 24, dtype=torch.float64, requires_grad=True)
+    n = torch.tensor(counts)
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    results = []
+    for skip_padding, given in (
+        (False, frame_mask(n, 7, torch.float64)),
+        (True, pack_frames(n, 7)),
+    ):
+        layer.load_state_dict(state)
+        layer.skip_padding = skip_padding
+        out = layer(x, given)
+        grads = torch.autograd.grad(out.square().sum(), [x, *layer.parameters()])
+        results.append((out, grads, {k: v.clone() for k, v in layer.state_dict().items()}))
+    (out0, grads0, state0), (out1, grads1, state1) = results
+    torch.testing.assert_close(out1, out0, rtol=1e-10, atol=1e-12)
+    for a, b in zip(grads0, grads1, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-11)
+    for name, value in state0.items():
+        torch.testing.assert_close(state1[name], value, rtol=1e-12, atol=1e-14)
+
+
+def test_the_sums_layout_follows_the_padding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No padding: the frames are used where they lie (no gather), summed by one bmm; with
+    padding: a matmul per video on its real rows."""
+    from nextvlad.nn import nextvlad as module
+    from nextvlad.nn import pack_frames
+
+    layer = _layer()
+    x = torch.randn(4, 10, 12)
+    bmms: list[int] = []
+    real_bmm = torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda *a: bmms.append(1) or real_bmm(*a))
+    for counts, padded in (([10, 10, 10, 10], True), ([10, 10, 10, 9], False)):
+        bmms.clear()
+        layer(x, pack_frames(torch.tensor(counts), 10))
+        assert bool(bmms) is padded, counts
+    frames = module._Frames.of(layer, x, pack_frames(torch.tensor([10] * 4), 10))
+    assert frames.rows.data_ptr() == x.data_ptr() and frames.packing is None

@@ -277,3 +277,37 @@ def test_loss_is_the_references(monkeypatch: pytest.MonkeyPatch) -> None:
         l2_weight=1e-5,
     )["total"]
     torch.testing.assert_close(loss, expected)
+
+
+def test_bf16_autocast_keeps_batch_norm_softmax_and_normalisation_in_float32() -> None:
+    """Under bf16 autocast the products run in bf16; every batch norm, the soft-assignment
+    softmax and the intra-normalisation see float32 (issue 22: only where bf16 pays)."""
+    from torch.overrides import TorchFunctionMode
+
+    dtypes: dict[str, set[torch.dtype]] = {}
+
+    class Seen(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None):  # type: ignore[no-untyped-def]
+            out = func(*args, **(kwargs or {}))
+            name = getattr(func, "__name__", "")
+            if name in ("batch_norm", "softmax", "normalize", "linear", "bmm"):
+                dtypes.setdefault(name, set()).add(out.dtype)  # autocast casts below here
+            return out
+
+    step = make_step("nextvlad-8g-128k-2048h", Recipe(precision="bf16"))
+    batch = step.prepare(make_batch([5, 5, 5]))  # no padding: the sums are one bmm
+    with Seen():
+        step(batch, 0)
+    assert dtypes["linear"] == {torch.bfloat16} and dtypes["bmm"] == {torch.bfloat16}
+    for name in ("batch_norm", "softmax", "normalize"):
+        assert dtypes[name] == {torch.float32}, name
+
+
+def test_bf16_is_native_on_cpus_with_avx512_bf16_or_amx(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nextvlad.training.step import bf16_is_native
+
+    for bf16, amx in ((False, False), (True, False), (False, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert bf16_is_native(CPU) is (bf16 or amx)
+    assert bf16_is_native(torch.device("cuda", 0))

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 1.0 - 0.999  # TF decay 0.999
+LOW_PRECISION = (torch.bfloat16, torch.float16)  # autocast's products; statistics stay float32
 
 
 class BatchNorm(nn.BatchNorm1d):
@@ -52,7 +53,10 @@ class BatchNorm(nn.BatchNorm1d):
         """x: (R, C); mask: (R,) 1 for rows that count in the training statistics; track: ()
         0 or 1, whether this batch may move the moving statistics at all (0 for a batch with
         no real frame). A batch with no row that counts leaves the moving statistics as they
-        were. Nothing here reads a value back to the host."""
+        were. Nothing here reads a value back to the host. Under bf16/fp16 autocast the
+        rows are normalised in float32 (the output is float32)."""
+        if x.dtype in LOW_PRECISION:
+            x = x.float()
         if not self.training:
             return F.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps

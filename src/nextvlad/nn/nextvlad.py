@@ -7,13 +7,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nextvlad.nn._init import linear_variance_scaling_, variance_scaling_
-from nextvlad.nn.batchnorm import BatchNorm
+from nextvlad.nn.batchnorm import LOW_PRECISION, BatchNorm
 from nextvlad.nn.linear import Linear, linear
 from nextvlad.nn.packing import FramePacking, as_packing
 from nextvlad.nn.pooling import as_frame_mask
 
 # tf.nn.l2_normalize divides by sqrt(max(sum(x^2), 1e-12)), i.e. by max(||x||, 1e-6).
 L2_NORM_EPS = 1e-6
+
+
+def _full(x: Tensor) -> Tensor:
+    """float32 for autocast's bf16/fp16 products (normalisation stays in float32)."""
+    return x.float() if x.dtype in LOW_PRECISION else x
 
 
 def check_positive(layer: str, **sizes: int) -> None:
@@ -107,7 +112,7 @@ class NeXtVLAD(nn.Module):
         logits = self._head(x_dot)  # (R, G*K + G): Eq. (6) and (7) at once
         assign = self._assign(logits, frames)  # (R, G*K)
         vlad, a_sum = frames.sums(x_dot, assign, g, f, k)  # Eq. (5), (8): (B, λN/G, K), (B, 1, K)
-        vlad = vlad - a_sum * self.anchors  # (B, λN/G, K)
+        vlad = _full(vlad) - _full(a_sum) * self.anchors  # (B, λN/G, K), float32 under autocast
         vlad = F.normalize(vlad, p=2.0, dim=1, eps=L2_NORM_EPS)  # intra-normalisation
         return self.vlad_bn(vlad.reshape(b, f * k), track=frames.track)  # (B, λN/G*K), f*K + k
 
@@ -167,8 +172,8 @@ class NeXtVLAD(nn.Module):
         # Σ_g W_g Σ_i a_igk x_i for the whole batch as one product: (B*K, N*G) @ (N*G, λN/G)
         per_cluster = sums.transpose(1, 2).reshape(b * k, n * g)  # (B*K, N*G)
         vlad = linear(per_cluster, w_blocks).reshape(b, k, f).transpose(1, 2)  # (B, λN/G, K)
-        vlad = vlad + torch.matmul(bias.reshape(g, f).t(), a_gk)  # + Σ_g b_g a_gk
-        vlad = vlad - a_gk.sum(dim=1, keepdim=True) * self.anchors  # Eq. (8): (B, λN/G, K)
+        vlad = _full(vlad) + torch.matmul(bias.reshape(g, f).t(), _full(a_gk))  # + Σ_g b_g a_gk
+        vlad = vlad - _full(a_gk).sum(dim=1, keepdim=True) * self.anchors  # Eq. (8): (B, λN/G, K)
         vlad = F.normalize(vlad, p=2.0, dim=1, eps=L2_NORM_EPS)  # intra-normalisation
         return self.vlad_bn(vlad.reshape(b, f * k), track=frames.track)  # (B, λN/G*K)
 
@@ -222,6 +227,12 @@ class _Frames:
         if packed:
             packing = as_packing(mask, x)
             assert packing is not None
+            if packing.slots is None and packing.num_rows == b * m:
+                # No padding: every frame is real, so the padded layout is the packed one and
+                # needs no gather; the sums run as one batched matmul (1.1x the step at 300
+                # frames). With padding, a matmul per video on its real rows beat scattering
+                # them into the padded layout for one bmm (docs/performance.md).
+                return cls(flat, batch=b, length=m, track=packing.has_frames)
             rows = flat.index_select(0, packing.rows)  # (R_pad, N)
             return cls(
                 rows,

@@ -55,7 +55,7 @@ from nextvlad.training.run_folder import TrainingError, checkpoint_dir, last_goo
 from nextvlad.training.segments import SegmentEvaluation
 from nextvlad.training.signals import StopSignal
 from nextvlad.training.state import TrainerState, TrainingParts, save_training_checkpoint
-from nextvlad.training.step import build_step
+from nextvlad.training.step import bf16_is_native, build_step
 
 log = logging.getLogger("nextvlad.train")
 MIN_TRAIN_BATCH = 2  # examples a process's batch needs for batch statistics
@@ -148,6 +148,12 @@ class _Run:
         )
         self.report = Reporter(options, ctx, self.run_dir)
         self.report.start(self.trainer, self.train_set.files)
+        if options.precision == "bf16" and not bf16_is_native(ctx.device) and ctx.is_main:
+            log.warning(
+                "--precision bf16: this CPU has neither AVX512-BF16 nor AMX, so its bf16 "
+                "products are emulated and training runs slower than in float32 "
+                "(docs/performance.md); --precision fp32 is faster here"
+            )
 
     def _position(self) -> tuple[int, int, int]:
         t = self.trainer

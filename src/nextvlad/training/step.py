@@ -256,6 +256,17 @@ class TrainStep:
             torch.cuda.set_sync_debug_mode("default")
 
 
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether bf16 products run natively on ``device``: a GPU, or a CPU with AVX512-BF16 or
+    AMX. Elsewhere oneDNN emulates them, several times slower than float32 (measured:
+    docs/performance.md)."""
+    if device.type != "cpu":
+        return True
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
 def recipe(options: TrainOptions, config: ModelConfig) -> Recipe:
     """The step's settings from the options (the mixture's T and λ default to its preset's)."""
     temperature, distill_weight = options.temperature, options.distill_weight

@@ -229,9 +229,9 @@ class _Frames:
             assert packing is not None
             if packing.slots is None and packing.num_rows == b * m:
                 # No padding: every frame is real, so the padded layout is the packed one and
-                # needs no gather; the sums run as one batched matmul (1.1x the step at 300
-                # frames). With padding, a matmul per video on its real rows beat scattering
-                # them into the padded layout for one bmm (docs/performance.md).
+                # needs no gather; the sums run as one batched matmul. With padding, a matmul
+                # per video on its real rows beat scattering them into the padded layout for
+                # one bmm (docs/performance.md, "Dense or packed").
                 return cls(flat, batch=b, length=m, track=packing.has_frames)
             rows = flat.index_select(0, packing.rows)  # (R_pad, N)
             return cls(

@@ -2,6 +2,7 @@
 
     ~/tfenv/bin/python benchmarks/tf_reference_throughput.py --batch-size 80 --json
     ~/tfenv/bin/python benchmarks/tf_reference_throughput.py --quick
+    ~/tfenv/bin/python benchmarks/tf_reference_throughput.py --frames yt8m --json
     ~/tfenv/bin/python benchmarks/tf_reference_throughput.py --check-fixture \
         ../shared/fixtures/tf_reference/nextvlad_single_infer.npz
 
@@ -51,7 +52,10 @@ time), the peak RSS of that process, the FLOPs per example of the matmuls in the
 (``MatMul``/``BatchMatMul`` ops, forward and backward, 2 per multiply-add, like
 ``torch.utils.flop_counter``) and the utilisation against a 4096 x 4096 fp32 matmul peak
 measured by TF in the same run. The frames are random uint8 held in a ``tf.Variable`` (no
-Python feed per step). Speeds are ratios to be compared within one machine.
+Python feed per step); their counts (``--frames``: ``N``, ``LOW-HIGH`` or ``yt8m``, i.e.
+``min(U(120, 500), 300)``) come from ``benchmarks/_frames.py``, as ``train_throughput.py``'s
+do, so both measure the same lengths for the same batch size. Speeds are ratios to be compared
+within one machine.
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
+
+import _frames
 
 RGB_DIM, AUDIO_DIM = 1024, 128
 FEATURE_DIM = RGB_DIM + AUDIO_DIM
@@ -431,13 +437,11 @@ def _config(args: argparse.Namespace) -> Config:
     return dataclasses.replace(PRESETS[args.preset], **json.loads(args.overrides))
 
 
-def _frames(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
-    low, _, high = args.frames.partition("-")
-    lo, hi = int(low), int(high or low)
-    if not 1 <= lo <= hi <= args.max_frames:
-        raise SystemExit(f"--frames {args.frames} must lie in 1..--max-frames {args.max_frames}")
+def _data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 frames [B, --max-frames, 1152] and their counts [B] (``benchmarks/_frames.py``:
+    the counts ``train_throughput.py`` uses for the same --frames and batch size)."""
+    num_frames = _frames.num_frames(args.frames, args.batch_size).astype(np.int32)
     rng = np.random.default_rng(1)
-    num_frames = rng.integers(lo, hi + 1, args.batch_size).astype(np.int32)
     frames = rng.integers(0, 256, (args.batch_size, args.max_frames, FEATURE_DIM), dtype=np.uint8)
     return frames, num_frames
 
@@ -446,7 +450,7 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     config = _config(args)
     model = NeXtVLADReference(config, seed=0)
     eigenvalues, _ = load_eigenvalues(args.eigenvalues)
-    frames, num_frames = _frames(args)
+    frames, num_frames = _data(args)
     rng = np.random.default_rng(2)
     labels = (rng.random((args.batch_size, config.vocab)) < 0.001).astype(np.float32)
     quantized_var = tf.Variable(frames, trainable=False)
@@ -557,7 +561,11 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON of Config overrides, e.g. '{\"clusters\": 16}'",
     )
     parser.add_argument("--batch-size", type=int, default=80)
-    parser.add_argument("--frames", default="300", help="frames a video: N or LOW-HIGH (uniform)")
+    parser.add_argument(
+        "--frames",
+        help=f"frames a video: {_frames.DISTRIBUTIONS} (benchmarks/_frames.py; default 300, "
+        "20-40 with --quick)",
+    )
     parser.add_argument(
         "--max-frames", type=int, default=300, help="padded length (the original pads to 300)"
     )
@@ -588,9 +596,19 @@ def main(argv: list[str] | None = None) -> int:
         result = check_fixture(args)
         print(json.dumps(result, indent=None if args.json else 2))
         return 0 if result["ok"] else 1
-    if args.quick:
+    if args.quick:  # padded to the most frames --frames can have, as the default's 300
         args.preset, args.batch_size, args.steps, args.warmup = "fixture-tiny", 4, 1, 0
-        args.frames, args.max_frames = "20-40", 40
+        args.frames = args.frames or "20-40"
+        args.max_frames = _frames.bounds(args.frames)[1]
+    args.frames = args.frames or "300"
+    try:
+        most = _frames.bounds(args.frames)[1]
+    except ValueError as error:
+        parser.error(str(error))
+    if most > args.max_frames:
+        parser.error(
+            f"--frames {args.frames}: up to {most} frames, over --max-frames {args.max_frames}"
+        )
     if args.mode:
         print(json.dumps(_measure(args)))
         return 0

@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py --frames 60-300 --json
     python benchmarks/train_throughput.py --frames 60-300 --tf-python ~/tfenv/bin/python --json
+    python benchmarks/train_throughput.py --frames yt8m --json
 
 ``train`` times the step `nextvlad train` runs, built by the same function
 (``nextvlad.training.step.build_step``) from the same options: ``TrainStep.prepare`` (the
@@ -21,9 +22,12 @@ oneDNN's products included) and the utilisation against a 4096 x 4096 float32 ma
 oneDNN measured in the same run. ``--tf-python`` also runs ``tf_reference_throughput.py`` (the
 original's formulation in TensorFlow, in its own virtual environment) with the same batch and
 frames, and reports each path's ratio to it, with the load average before and after.
-``--frames 60-300,300`` measures both distributions in one run; ``--repeats N`` runs N rounds
-(TF, then every path) for each and reports the median round of each path and the ratios of
-the medians.
+
+``--frames``: ``N``, ``LOW-HIGH`` (uniform integers) or ``yt8m`` (``min(U(120, 500), 300)``:
+YouTube-8M's video lengths in seconds, cut at the 300 frames its reader keeps), drawn by
+``benchmarks/_frames.py``, which the TF script uses too, so both measure the same lengths;
+``--frames 60-300,300,yt8m`` measures each in one run. ``--repeats N`` runs N rounds (TF, then
+every path) for each and reports the median round of each path and the ratios of the medians.
 Figures are ratios within one run; nothing here is asserted.
 """
 
@@ -40,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+import _frames
 
 PATHS = {
     "default": {},
@@ -70,9 +76,7 @@ def _batch(args: argparse.Namespace, num_classes: int) -> Any:
     from nextvlad.data import Batch
 
     g = torch.Generator().manual_seed(1)
-    low, _, high = args.frames.partition("-")
-    lo, hi = int(low), int(high or low)
-    num_frames = torch.randint(lo, hi + 1, (args.batch_size,), generator=g)
+    num_frames = torch.from_numpy(_frames.num_frames(args.frames, args.batch_size))
     t = int(num_frames.max())
     frames = torch.randint(0, 256, (args.batch_size, t, 1152), dtype=torch.uint8, generator=g)
     frames[torch.arange(t) >= num_frames[:, None]] = 0  # as the loader pads
@@ -176,14 +180,22 @@ def _subprocess(args: argparse.Namespace, path: str, mode: str) -> dict[str, Any
 
 
 def _tf_reference(args: argparse.Namespace) -> dict[str, Any]:
-    """The original's formulation in TensorFlow, same batch, frames and steps."""
+    """The original's formulation in TensorFlow, same batch, frames and steps, in the modes
+    ours are compared with (its inference for our infer and int8)."""
+    wanted = set(args.modes.split(","))
+    modes = [mode for mode in ("train", "infer") if mode in wanted]
+    if "int8" in wanted and "infer" not in modes:
+        modes.append("infer")
     command = [
         args.tf_python, str(HERE / "tf_reference_throughput.py"), "--json",
         "--batch-size", str(args.batch_size), "--frames", args.frames,
-        "--steps", str(args.steps), "--warmup", str(args.warmup),
+        "--steps", str(args.steps), "--warmup", str(args.warmup), "--modes", ",".join(modes),
     ]  # fmt: skip
-    if args.quick:
-        command = [args.tf_python, str(HERE / "tf_reference_throughput.py"), "--quick", "--json"]
+    if args.quick:  # its own tiny model; the same batch size and frames as ours
+        command = [
+            args.tf_python, str(HERE / "tf_reference_throughput.py"), "--quick", "--json",
+            "--frames", args.frames, "--modes", ",".join(modes),
+        ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"tf_reference_throughput.py failed:\n{done.stderr[-3000:]}")
@@ -236,7 +248,9 @@ def _median_rows(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 def _distribution(args: argparse.Namespace, peak: float) -> dict[str, Any]:
     """``--repeats`` rounds for one frame distribution; medians and their ratios to TF."""
     rounds = [_repeat(args, peak) for _ in range(args.repeats)]
-    block: dict[str, Any] = {"frames": args.frames, "rounds": rounds}
+    counts = _frames.num_frames(args.frames, args.batch_size)
+    block: dict[str, Any] = {"frames": args.frames, "mean_frames": float(counts.mean())}
+    block["rounds"] = rounds
     block["paths"] = _median_rows([r["paths"] for r in rounds])
     if args.tf_python:
         tf = [next(iter(r["tf_reference"]["paths"].values())) for r in rounds]
@@ -254,9 +268,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=80)
     parser.add_argument(
         "--frames",
-        default="300",
-        help="frames a video: N or LOW-HIGH (uniform); several, comma-separated, are measured "
-        "one after the other in the same run",
+        help=f"frames a video: {_frames.DISTRIBUTIONS}; several, comma-separated, are measured "
+        "one after the other in the same run (default 300; 20-40 with --quick)",
     )
     parser.add_argument(
         "--repeats",
@@ -285,11 +298,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.quick:
         args.preset, args.batch_size, args.steps, args.warmup = "nextvlad-8g-16k-256h", 4, 1, 0
         args.overrides = json.dumps({"num_classes": 25})
-        args.frames = "20-40"
+        args.frames = args.frames or "20-40"
+    args.frames = args.frames or "300"
+    for spec in args.frames.split(","):
+        try:
+            _frames.bounds(spec)
+        except ValueError as error:
+            parser.error(str(error))
     if args.path:
         print(json.dumps(_measure(args)))
         return 0

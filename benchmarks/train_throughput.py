@@ -18,10 +18,14 @@ options), ``folded`` (``--folded``), ``compiled`` (``--compile``, training only;
 timed),
 ``bf16`` (``--precision bf16``). Reported per path and mode: examples/s (batch x timed steps /
 their wall time), the peak RSS, the model FLOPs per example (``torch.utils.flop_counter``,
-oneDNN's products included) and the utilisation against a 4096 x 4096 float32 matmul by
-oneDNN measured in the same run. ``--tf-python`` also runs ``tf_reference_throughput.py`` (the
-original's formulation in TensorFlow, in its own virtual environment) with the same batch and
-frames, and reports each path's ratio to it, with the load average before and after.
+oneDNN's products included) and the utilisation against the GEMM peak of the path's dtype,
+measured in the same run (``matmul_peaks_gflops``, best of 3 after a warm-up: fp32 by
+``nextvlad.nn.linear`` on 4096 x 4096, which is oneDNN; bf16 by the same linear under bf16
+autocast, as ``--precision bf16`` runs it; int8 by ``nextvlad.models.quantize.quantize_int8``'s
+dynamic int8 linear, 4096 in and out, on 4096 rows; ``bf16`` rows use the bf16 peak, ``int8``
+rows the int8 peak, the others fp32). ``--tf-python`` also runs ``tf_reference_throughput.py``
+(the original's formulation in TensorFlow, in its own virtual environment) with the same batch
+and frames, and reports each path's ratio to it, with the load average before and after.
 
 ``--frames``: ``N``, ``LOW-HIGH`` (uniform integers) or ``yt8m`` (``min(U(120, 500), 300)``:
 YouTube-8M's video lengths in seconds, cut at the 300 frames its reader keeps), drawn by
@@ -40,6 +44,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,18 +158,45 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _matmul_peak() -> float:
-    """float32 GFLOP/s of a 4096 x 4096 product by the library's linear (oneDNN on CPUs)."""
-    from nextvlad.nn import linear
-
-    a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
-    linear(a, b)
+def _best_of_3(product: Callable[[], Any], flops: int) -> float:
+    """GFLOP/s of the fastest of 3 calls of ``product``, after one untimed call."""
+    product()
     times = []
     for _ in range(3):
         start = time.perf_counter()
-        linear(a, b)
+        product()
         times.append(time.perf_counter() - start)
-    return 2 * 4096**3 / min(times) / 1e9
+    return flops / min(times) / 1e9
+
+
+@torch.no_grad()
+def _matmul_peaks(size: int = 4096) -> dict[str, float]:
+    """GFLOP/s of a size x size x size product in each dtype, as the paths compute theirs:
+    fp32 by the library's linear (oneDNN on CPUs), bf16 by the same linear under bf16 autocast
+    (``--precision bf16``), int8 by ``quantize_int8``'s dynamic linear (``--quantize int8``:
+    the input quantised on the fly, included)."""
+    from nextvlad.models.quantize import quantize_int8
+    from nextvlad.nn import linear
+
+    flops = 2 * size**3
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+
+    def bf16() -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return linear(a16, b16)
+
+    int8 = quantize_int8(torch.nn.Sequential(torch.nn.Linear(size, size, bias=False)))
+    return {
+        "fp32": round(_best_of_3(lambda: linear(a, b), flops), 1),
+        "bf16": round(_best_of_3(bf16, flops), 1),
+        "int8": round(_best_of_3(lambda: int8(a), flops), 1),
+    }
+
+
+def _dtype(path: str, mode: str) -> str:
+    """Which peak a path and mode's utilisation is against."""
+    return "int8" if mode == "int8" else "bf16" if path == "bf16" else "fp32"
 
 
 def _subprocess(args: argparse.Namespace, path: str, mode: str) -> dict[str, Any]:
@@ -215,7 +247,7 @@ def _ratios(paths: dict[str, Any], tf_rows: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _repeat(args: argparse.Namespace, peak: float) -> dict[str, Any]:
+def _repeat(args: argparse.Namespace, peaks: dict[str, float]) -> dict[str, Any]:
     """One round: the TF reference (if asked for), then every path and mode."""
     rep: dict[str, Any] = {"loadavg_before": [round(x, 2) for x in os.getloadavg()], "paths": {}}
     if args.tf_python:
@@ -227,8 +259,10 @@ def _repeat(args: argparse.Namespace, peak: float) -> dict[str, Any]:
             if mode != "train" and path == "compiled":
                 continue  # --compile is a training option
             row = _subprocess(args, path, mode)
+            dtype = _dtype(path, mode)
+            row["peak_dtype"] = dtype
             row["flop_utilisation"] = round(
-                row["gflop_per_example"] * row["examples_per_s"] / peak, 3
+                row["gflop_per_example"] * row["examples_per_s"] / peaks[dtype], 3
             )
             rep["paths"].setdefault(path, {})[mode] = row
     rep["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -245,9 +279,9 @@ def _median_rows(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _distribution(args: argparse.Namespace, peak: float) -> dict[str, Any]:
+def _distribution(args: argparse.Namespace, peaks: dict[str, float]) -> dict[str, Any]:
     """``--repeats`` rounds for one frame distribution; medians and their ratios to TF."""
-    rounds = [_repeat(args, peak) for _ in range(args.repeats)]
+    rounds = [_repeat(args, peaks) for _ in range(args.repeats)]
     counts = _frames.num_frames(args.frames, args.batch_size)
     block: dict[str, Any] = {"frames": args.frames, "mean_frames": float(counts.mean())}
     block["rounds"] = rounds
@@ -290,7 +324,9 @@ def _parser() -> argparse.ArgumentParser:
         help="a Python with TensorFlow (e.g. ~/tfenv/bin/python): also run the original's "
         "formulation and report ratios to it",
     )
-    parser.add_argument("--quick", action="store_true", help="tiny model, 1 step (CI smoke)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny model, 1 step, 1024 x 1024 peaks (CI smoke)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--path", help=argparse.SUPPRESS)  # internal: measure in this process
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -300,10 +336,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    peak_size = 4096
     if args.quick:
         args.preset, args.batch_size, args.steps, args.warmup = "nextvlad-8g-16k-256h", 4, 1, 0
         args.overrides = json.dumps({"num_classes": 25})
         args.frames = args.frames or "20-40"
+        peak_size = 1024
     args.frames = args.frames or "300"
     for spec in args.frames.split(","):
         try:
@@ -324,10 +362,12 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
     }
-    peak = _matmul_peak()
-    results["matmul_peak_gflops_fp32"] = round(peak, 1)
+    peaks = _matmul_peaks(peak_size)
+    results["matmul_peak_gflops_fp32"] = peaks["fp32"]
+    results["matmul_peaks_gflops"] = peaks
+    results["matmul_peak_size"] = peak_size
     results["distributions"] = {
-        frames: _distribution(argparse.Namespace(**{**vars(args), "frames": frames}), peak)
+        frames: _distribution(argparse.Namespace(**{**vars(args), "frames": frames}), peaks)
         for frames in args.frames.split(",")
     }
     results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]

@@ -2,7 +2,8 @@
 
     python benchmarks/train_throughput.py --frames 60-300 --json
     python benchmarks/train_throughput.py --frames 60-300 --tf-python ~/tfenv/bin/python --json
-    python benchmarks/train_throughput.py --frames yt8m --json
+    python benchmarks/train_throughput.py --frames yt8m --contention both \\
+        --tf-python ~/tfenv/bin/python --json
 
 ``train`` times the step `nextvlad train` runs, built by the same function
 (``nextvlad.training.step.build_step``) from the same options: ``TrainStep.prepare`` (the
@@ -32,6 +33,13 @@ YouTube-8M's video lengths in seconds, cut at the 300 frames its reader keeps), 
 ``benchmarks/_frames.py``, which the TF script uses too, so both measure the same lengths;
 ``--frames 60-300,300,yt8m`` measures each in one run. ``--repeats N`` runs N rounds (TF, then
 every path) for each and reports the median round of each path and the ratios of the medians.
+
+``--contention on`` runs one busy process (a pure-Python spin loop, one core) for the duration
+of every measurement, the TF reference's included (``benchmarks/_contention.py``): what the
+speeds are when another job shares the machine. ``--contention both`` measures every path
+without and then with it in each round; the results without are where they always were, those
+with it under each distribution's ``contention_on``, each with its ratios to TF measured under
+the same setting.
 Figures are ratios within one run; nothing here is asserted.
 """
 
@@ -51,6 +59,7 @@ from typing import Any
 import torch
 
 import _frames
+from _contention import contention
 
 PATHS = {
     "default": {},
@@ -58,6 +67,7 @@ PATHS = {
     "compiled": {"compile": True},
     "bf16": {"precision": "bf16"},
 }
+CONTENTION = {"off": ["off"], "on": ["on"], "both": ["off", "on"]}
 HERE = Path(__file__).resolve().parent
 
 
@@ -247,18 +257,21 @@ def _ratios(paths: dict[str, Any], tf_rows: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _repeat(args: argparse.Namespace, peaks: dict[str, float]) -> dict[str, Any]:
-    """One round: the TF reference (if asked for), then every path and mode."""
+def _repeat(args: argparse.Namespace, peaks: dict[str, float], setting: str) -> dict[str, Any]:
+    """One round under one contention setting: the TF reference (if asked for), then every
+    path and mode, each measured with the busy process running if ``setting`` is on."""
     rep: dict[str, Any] = {"loadavg_before": [round(x, 2) for x in os.getloadavg()], "paths": {}}
     if args.tf_python:
-        rep["tf_reference"] = _tf_reference(args)
+        with contention(setting):
+            rep["tf_reference"] = _tf_reference(args)
     for path in args.paths.split(","):
         for mode in args.modes.split(","):
             if mode == "int8" and path != "default":
                 continue  # int8 is the default path's inference with --quantize int8
             if mode != "train" and path == "compiled":
                 continue  # --compile is a training option
-            row = _subprocess(args, path, mode)
+            with contention(setting):
+                row = _subprocess(args, path, mode)
             dtype = _dtype(path, mode)
             row["peak_dtype"] = dtype
             row["flop_utilisation"] = round(
@@ -279,17 +292,27 @@ def _median_rows(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _distribution(args: argparse.Namespace, peaks: dict[str, float]) -> dict[str, Any]:
-    """``--repeats`` rounds for one frame distribution; medians and their ratios to TF."""
-    rounds = [_repeat(args, peaks) for _ in range(args.repeats)]
-    counts = _frames.num_frames(args.frames, args.batch_size)
-    block: dict[str, Any] = {"frames": args.frames, "mean_frames": float(counts.mean())}
-    block["rounds"] = rounds
-    block["paths"] = _median_rows([r["paths"] for r in rounds])
+def _summary(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds of one setting, their medians and the medians' ratios to TF."""
+    block: dict[str, Any] = {"rounds": rounds, "paths": _median_rows([r["paths"] for r in rounds])}
     if args.tf_python:
         tf = [next(iter(r["tf_reference"]["paths"].values())) for r in rounds]
         block["tf_reference"] = _median_rows([{"tf": t} for t in tf])["tf"]
         block["vs_tf_reference"] = _ratios(block["paths"], block["tf_reference"])
+    return block
+
+
+def _distribution(args: argparse.Namespace, peaks: dict[str, float]) -> dict[str, Any]:
+    """``--repeats`` rounds for one frame distribution, each under every contention setting
+    in turn; without contention at the top, with it under ``contention_on``."""
+    settings = CONTENTION[args.contention]
+    rounds = [{s: _repeat(args, peaks, s) for s in settings} for _ in range(args.repeats)]
+    counts = _frames.num_frames(args.frames, args.batch_size)
+    block: dict[str, Any] = {"frames": args.frames, "mean_frames": float(counts.mean())}
+    if "off" in settings:
+        block.update(_summary(args, [r["off"] for r in rounds]))
+    if "on" in settings:
+        block["contention_on"] = _summary(args, [r["on"] for r in rounds])
     return block
 
 
@@ -325,6 +348,13 @@ def _parser() -> argparse.ArgumentParser:
         "formulation and report ratios to it",
     )
     parser.add_argument(
+        "--contention",
+        choices=sorted(CONTENTION),
+        default="off",
+        help="on: one busy process holds a core during every measurement (TF's too); both: "
+        "every path without, then with it",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="tiny model, 1 step, 1024 x 1024 peaks (CI smoke)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -357,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "steps": args.steps,
         "repeats": args.repeats,
+        "contention": args.contention,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,

@@ -1,18 +1,27 @@
 """benchmarks/train_throughput.py and its helpers: the frame counts both throughput scripts draw
-(``_frames``)."""
+(``_frames``), the busy process of ``--contention`` (``_contention``) and the JSON layout per
+contention setting."""
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
+import os
+import signal
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import _frames
+from _contention import busy_core, contention
 
 BENCHMARKS = Path(__file__).resolve().parents[1]
 TF_PYTHON = Path.home() / "tfenv" / "bin" / "python"
@@ -88,3 +97,102 @@ def test_frames_are_the_same_under_the_tf_environment() -> None:
     )
     theirs = json.loads(out.stdout)
     assert theirs == {s: _frames.num_frames(s, 80).tolist() for s in SPECS}
+
+
+# --------------------------------------------------------------------------------------------
+# _contention
+# --------------------------------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_busy_core_runs_a_spinner_for_the_block_only() -> None:
+    with busy_core() as spinner:
+        time.sleep(0.5)
+        assert spinner.poll() is None
+        if Path(f"/proc/{spinner.pid}/stat").exists():
+            assert _cpu_seconds(spinner.pid) > 0.05  # it spins (a share of a core, at least)
+    assert spinner.poll() is not None  # stopped and waited for
+    with pytest.raises(RuntimeError), busy_core() as spinner:
+        raise RuntimeError
+    assert spinner.poll() is not None
+
+
+def test_contention_setting() -> None:
+    assert isinstance(contention("off"), contextlib.nullcontext)
+    with pytest.raises(ValueError, match="off or on"):
+        contention("sometimes")
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
+def test_spinner_ends_when_its_parent_is_killed() -> None:
+    code = (
+        f"import sys, time; sys.path.insert(0, {str(BENCHMARKS)!r}); "
+        "from _contention import busy_core\n"
+        "with busy_core() as s:\n    print(s.pid, flush=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    pid = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)  # no finally runs
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state == "Z":  # exited, not yet reaped by its new parent
+                break
+        time.sleep(0.05)
+    else:
+        assert not Path(f"/proc/{pid}").exists(), "the spinner outlived its parent"
+
+
+# --------------------------------------------------------------------------------------------
+# train_throughput.py: the layout per contention setting
+# --------------------------------------------------------------------------------------------
+
+
+def test_each_contention_setting_has_its_own_results_and_ratios(monkeypatch) -> None:
+    """--contention both: every measurement inside the busy process's block when on; the
+    results without it where they always were, those with it under contention_on, each with
+    ratios to the TF reference measured under the same setting."""
+    import train_throughput
+
+    busy: list[bool] = []
+    state = {"on": False}
+
+    @contextlib.contextmanager
+    def fake_contention(setting: str) -> Iterator[None]:
+        state["on"] = setting == "on"
+        yield
+        state["on"] = False
+
+    def fake_subprocess(args: Any, path: str, mode: str) -> dict[str, Any]:
+        busy.append(state["on"])
+        return {"examples_per_s": 5.0 if state["on"] else 10.0, "gflop_per_example": 1.0}
+
+    def fake_tf(args: Any) -> dict[str, Any]:
+        busy.append(state["on"])
+        speed = 2.0 if state["on"] else 8.0
+        return {"paths": {"tf_graph": {"train": {"examples_per_s": speed}}}}
+
+    monkeypatch.setattr(train_throughput, "contention", fake_contention)
+    monkeypatch.setattr(train_throughput, "_subprocess", fake_subprocess)
+    monkeypatch.setattr(train_throughput, "_tf_reference", fake_tf)
+    args = argparse.Namespace(
+        contention="both", repeats=1, frames="yt8m", batch_size=8, tf_python="tf",
+        paths="default,bf16", modes="train",
+    )  # fmt: skip
+    peaks = {"fp32": 100.0, "bf16": 200.0, "int8": 400.0}
+    block = train_throughput._distribution(args, peaks)
+    assert busy == [False, False, False, True, True, True]  # TF, default, bf16; then with it
+    assert block["mean_frames"] == float(_frames.num_frames("yt8m", 8).mean())
+    assert block["vs_tf_reference"] == {"default": {"train": 1.25}, "bf16": {"train": 1.25}}
+    assert block["contention_on"]["vs_tf_reference"]["default"]["train"] == 2.5
+    assert block["paths"]["default"]["train"]["flop_utilisation"] == 0.1
+    assert block["paths"]["bf16"]["train"]["peak_dtype"] == "bf16"
+    assert block["paths"]["bf16"]["train"]["flop_utilisation"] == 0.05
+    assert block["contention_on"]["paths"]["bf16"]["train"]["examples_per_s"] == 5.0

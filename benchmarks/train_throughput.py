@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py --frames 60-300 --json
     python benchmarks/train_throughput.py --frames 60-300 --tf-python ~/tfenv/bin/python --json
+    python benchmarks/train_throughput.py --frames yt8m --profile --profile-md docs/performance.md
     python benchmarks/train_throughput.py --frames yt8m --contention both \\
         --tf-python ~/tfenv/bin/python --json
 
@@ -34,6 +35,14 @@ YouTube-8M's video lengths in seconds, cut at the 300 frames its reader keeps), 
 ``--frames 60-300,300,yt8m`` measures each in one run. ``--repeats N`` runs N rounds (TF, then
 every path) for each and reports the median round of each path and the ratios of the medians.
 
+``--profile`` adds, in each path's process, one step under ``torch.profiler`` (after the timed
+steps, so not part of their time nor of the peak RSS): by op, its self CPU time, share of the
+step, calls, FLOPs (oneDNN's and the int8 linears' counted from their shapes:
+``benchmarks/_roofline.py``), GFLOP/s and fraction of its dtype's peak; each row's ``profile``
+holds the ops of at least 1% of the step (15 at most). ``--profile-md PATH`` (implies
+``--profile``) writes those as Markdown tables, one per frames, path and mode, between
+``<!-- roofline:begin -->`` and ``<!-- roofline:end -->`` in PATH (docs/performance.md has them).
+
 ``--contention on`` runs one busy process (a pure-Python spin loop, one core) for the duration
 of every measurement, the TF reference's included (``benchmarks/_contention.py``): what the
 speeds are when another job shares the machine. ``--contention both`` measures every path
@@ -59,6 +68,7 @@ from typing import Any
 import torch
 
 import _frames
+import _roofline
 from _contention import contention
 
 PATHS = {
@@ -100,6 +110,34 @@ def _batch(args: argparse.Namespace, num_classes: int) -> Any:
     return Batch(ids=ids, labels=labels, frames=frames, num_frames=num_frames)
 
 
+def _profile(run: Callable[[int], None], model: torch.nn.Module) -> dict[str, Any]:
+    """One more step (``run(1)``) under the profiler, by op (``_roofline.aggregate``). The int8
+    linears' FLOPs are counted here, from their layers' sizes and inputs: the profiler records
+    no shape for their packed weights."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from torch.profiler import ProfilerActivity, profile
+
+    int8_flops = [0]
+
+    def count(layer: Any, inputs: tuple[torch.Tensor, ...]) -> None:
+        int8_flops[0] += 2 * inputs[0].numel() * layer.out_features  # 2 * rows * in * out
+
+    hooks = [
+        m.register_forward_pre_hook(count) for m in model.modules() if isinstance(m, DynamicLinear)
+    ]
+    try:
+        activities = [ProfilerActivity.CPU]
+        with profile(activities=activities, record_shapes=True, with_flops=True) as prof:
+            start = time.perf_counter()
+            run(1)
+            seconds = time.perf_counter() - start
+    finally:
+        for hook in hooks:
+            hook.remove()
+    extra = {_roofline.INT8_LINEAR: int8_flops[0]} if hooks else None
+    return _roofline.aggregate(prof.events(), seconds, extra)
+
+
 def _measure(args: argparse.Namespace) -> dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -124,6 +162,7 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     model = build_model(config).to(device)
     transform = InputTransform(config.stream_dims).to(device)
     batch = _batch(args, config.num_classes)
+    forward: torch.nn.Module = model
     if args.mode == "train":
         step = build_step(model, transform, options, config, device)
         model.train()
@@ -140,7 +179,8 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         for module in model.modules():
             if hasattr(module, "folded"):
                 module.folded = options.folded
-        forward = torch.compile(model) if options.compile else model
+        if options.compile:
+            forward = torch.compile(model)  # type: ignore[assignment]
 
         def run(count: int) -> None:
             for _ in iter_predictions(forward, transform, [batch] * count, device,
@@ -158,7 +198,7 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     run(args.steps)
     seconds = time.perf_counter() - start
-    return {
+    row = {
         "examples_per_s": args.batch_size * args.steps / seconds,
         "step_s": seconds / args.steps,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -166,6 +206,9 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         "mean_frames": float(batch.num_frames.float().mean()),
         "padded_frames": int(batch.frames.shape[1]),
     }
+    if args.profile:  # after the timed steps and the peak RSS: neither includes it
+        row["profile"] = _profile(run, forward)
+    return row
 
 
 def _best_of_3(product: Callable[[], Any], flops: int) -> float:
@@ -215,6 +258,8 @@ def _subprocess(args: argparse.Namespace, path: str, mode: str) -> dict[str, Any
         "--set", args.overrides, "--batch-size", str(args.batch_size), "--frames", args.frames,
         "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device,
     ]  # fmt: skip
+    if args.profile:
+        command.append("--profile")
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{path}/{mode} failed:\n{done.stderr[-3000:]}")
@@ -277,6 +322,8 @@ def _repeat(args: argparse.Namespace, peaks: dict[str, float], setting: str) -> 
             row["flop_utilisation"] = round(
                 row["gflop_per_example"] * row["examples_per_s"] / peaks[dtype], 3
             )
+            if "profile" in row:
+                row["profile"] = _roofline.top(row["profile"], peaks)
             rep["paths"].setdefault(path, {})[mode] = row
     rep["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     return rep
@@ -317,7 +364,12 @@ def _distribution(args: argparse.Namespace, peaks: dict[str, float]) -> dict[str
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="examples:\n" + __doc__.split("\n\n")[1] + "\n\nwhat each figure is: this "
+        "script's docstring and docs/performance.md (Benchmarks, Where the time goes)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--preset", default="nextvlad-8g-128k-2048h")
     parser.add_argument(
         "--set", dest="overrides", default="{}", help="JSON of preset overrides, e.g. '{}'"
@@ -346,6 +398,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PYTHON",
         help="a Python with TensorFlow (e.g. ~/tfenv/bin/python): also run the original's "
         "formulation and report ratios to it",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="one more step per path and mode under torch.profiler, untimed: its ops' time, "
+        "FLOPs and fraction of their dtype's peak in each row's 'profile'",
+    )
+    parser.add_argument(
+        "--profile-md",
+        metavar="PATH",
+        help="write the profiles as Markdown tables between PATH's "
+        f"{_roofline.BEGIN} and {_roofline.END} (implies --profile)",
     )
     parser.add_argument(
         "--contention",
@@ -381,6 +445,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.path:
         print(json.dumps(_measure(args)))
         return 0
+    page = None
+    if args.profile_md:
+        args.profile = True
+        try:  # before the run: a page without the markers fails now, not after an hour
+            page = Path(args.profile_md).read_text(encoding="utf-8")
+            _roofline.replace(page, "")
+        except (OSError, ValueError) as error:
+            parser.error(f"--profile-md {args.profile_md}: {error}")
     results: dict[str, Any] = {
         "preset": args.preset,
         "overrides": json.loads(args.overrides),
@@ -402,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
         for frames in args.frames.split(",")
     }
     results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    if page is not None:
+        page = _roofline.replace(page, _roofline.render(results))
+        Path(args.profile_md).write_text(page, encoding="utf-8")
     print(json.dumps(results) if args.json else json.dumps(results, indent=2))
     return 0
 

@@ -359,23 +359,18 @@ class Adam:
         self.beta2_power.assign(b2p * ADAM_BETA2)
 
 
-def make_steps(
-    model: NeXtVLADReference,
-    quantized: tf.Variable,
-    num_frames: tf.Variable,
-    labels: tf.Variable,
-    eigenvalues: np.ndarray,
-    batch_size: int,
-    xla: bool,
+def step_functions(
+    model: NeXtVLADReference, eigenvalues: np.ndarray, batch_size: int
 ) -> tuple[Any, Any]:
-    """(train_step, infer_step): tf.functions without arguments over the data variables."""
+    """(train, infer): the steps as Python functions of the batch, for a tf.function to trace:
+    ``train(quantized, num_frames, labels)`` -> loss, ``infer(quantized, num_frames)`` ->
+    probabilities (the optimizer's slots and the step counter are made here, once)."""
     offset, scale = (tf.constant(c) for c in whitening_constants(eigenvalues))
     trainable = [model.variables[n] for n in model.trainable]
     optimizer = Adam(trainable)
     global_step = tf.Variable(0, dtype=tf.int64, trainable=False)
 
-    @tf.function(jit_compile=xla)
-    def train_step() -> tf.Tensor:
+    def train(quantized: tf.Tensor, num_frames: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
         examples = tf.cast(global_step * batch_size, tf.float32)
         lr = LEARNING_RATE * tf.pow(LR_DECAY, tf.floor(examples / LR_DECAY_EXAMPLES))
         with tf.GradientTape() as tape:
@@ -387,10 +382,32 @@ def make_steps(
         global_step.assign_add(1)
         return loss
 
-    @tf.function(jit_compile=xla)
-    def infer_step() -> tf.Tensor:
+    def infer(quantized: tf.Tensor, num_frames: tf.Tensor) -> tf.Tensor:
         x = transform(quantized, num_frames, offset, scale)
         return tf.sigmoid(model.logits(x, num_frames, False))
+
+    return train, infer
+
+
+def make_steps(
+    model: NeXtVLADReference,
+    quantized: tf.Variable,
+    num_frames: tf.Variable,
+    labels: tf.Variable,
+    eigenvalues: np.ndarray,
+    batch_size: int,
+    xla: bool,
+) -> tuple[Any, Any]:
+    """(train_step, infer_step): tf.functions without arguments over the data variables."""
+    train, infer = step_functions(model, eigenvalues, batch_size)
+
+    @tf.function(jit_compile=xla)
+    def train_step() -> tf.Tensor:
+        return train(quantized, num_frames, labels)
+
+    @tf.function(jit_compile=xla)
+    def infer_step() -> tf.Tensor:
+        return infer(quantized, num_frames)
 
     return train_step, infer_step
 

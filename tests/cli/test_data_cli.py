@@ -48,6 +48,23 @@ def test_synth_then_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert report["level"] == "video" and report["frames"] is None and report["num_videos"] == 5
 
 
+def test_synth_frames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--frames N | LOW-HIGH | yt8m chooses the frame counts; a bad value is a usage error and
+    writes nothing."""
+    for spec, low, high in (("300", 300, 300), ("20-40", 20, 40), ("yt8m", 120, 300)):
+        out = tmp_path / spec
+        assert main(["synth", "--out", str(out), "--videos", "6", "--shards", "1", "--frames", spec]) == 0  # fmt: skip
+        frames = _inspect_json(capsys, str(out / "*.tfrecord"))["frames"]
+        assert low <= frames["min"] <= frames["max"] <= high, spec
+    for bad, message in (("5-2", "LOW at most HIGH"), ("many", "is not N, LOW-HIGH or yt8m")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["synth", "--out", str(tmp_path / "bad"), "--frames", bad])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"nextvlad synth: error: --frames '{bad}'" in err and message in err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_inspect_real_video_level_shards(capsys: pytest.CaptureFixture[str]) -> None:
     folder = shared_path("data/yt8m-2018-video-level")
     report = _inspect_json(capsys, str(folder / "*.tfrecord"), "--classes", "3862")

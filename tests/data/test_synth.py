@@ -18,7 +18,7 @@ from nextvlad.data import (
     synthetic_videos,
     write_synthetic,
 )
-from nextvlad.data.synth import _world
+from nextvlad.data.synth import _world, frame_options
 from nextvlad.errors import ConfigError
 
 
@@ -115,6 +115,49 @@ def test_config_checks(tmp_path: Path) -> None:
         write_synthetic(tmp_path, videos=1, shards=0)
     paths = write_synthetic(tmp_path, videos=2, shards=3, prefix="val")
     assert [len(list(read_videos([str(p)]))) for p in paths] == [1, 0, 1]
+
+
+def test_frame_count_distributions(tmp_path: Path) -> None:
+    """``N``, ``LOW-HIGH`` and ``yt8m`` (min(U(120, 500), 300)); ``60-300`` is the default set
+    byte for byte, and the cut at 300 changes no video that was shorter."""
+    assert frame_options("300") == {"min_frames": 300, "max_frames": 300}
+    assert frame_options("60-300") == {"min_frames": 60, "max_frames": 300}
+    yt8m = frame_options("yt8m")
+    assert yt8m == {"min_frames": 120, "max_frames": 500, "truncate_frames": 300}
+    for bad in ("0", "5-2", "x", "10-", "-10", "yt8"):
+        with pytest.raises(ConfigError):
+            frame_options(bad)
+    with pytest.raises(ConfigError, match="truncate_frames"):
+        SynthConfig(truncate_frames=0)
+
+    fixed = synthetic_videos(5, config=SynthConfig(**frame_options("300")))
+    assert {v.num_frames for v in fixed} == {300}
+    cut = list(synthetic_videos(200, seed=2, config=SynthConfig(**yt8m)))
+    uncut = list(synthetic_videos(200, seed=2, config=SynthConfig(min_frames=120, max_frames=500)))
+    lengths = np.array([v.num_frames for v in cut])
+    assert lengths.min() >= 120 and lengths.max() == 300
+    assert 0.45 < (lengths == 300).mean() < 0.61  # 201 of the 381 lengths are 300 or more
+    assert 245 < lengths.mean() < 270  # 257.2 expected
+    for c, u in zip(cut, uncut, strict=True):
+        assert c.num_frames == min(u.num_frames or 0, 300)
+        if c.num_frames < 300:
+            assert c.labels.tolist() == u.labels.tolist()
+            np.testing.assert_array_equal(c.features["rgb"], u.features["rgb"])
+
+    ranged = SynthConfig(**frame_options("60-300"))
+    write_synthetic(tmp_path / "default", videos=6, shards=2, seed=4)
+    write_synthetic(tmp_path / "ranged", videos=6, shards=2, seed=4, config=ranged)
+    written = sorted(p.name for p in (tmp_path / "default").iterdir())
+    assert written == sorted(p.name for p in (tmp_path / "ranged").iterdir())
+    for name in written:  # the shards and synth.json
+        assert (tmp_path / "default" / name).read_bytes() == (
+            tmp_path / "ranged" / name
+        ).read_bytes()
+    meta = json.loads((tmp_path / "default" / "synth.json").read_text())
+    assert "truncate_frames" not in meta["config"]
+    write_synthetic(tmp_path / "yt8m", videos=2, shards=1, config=SynthConfig(**yt8m))
+    meta = json.loads((tmp_path / "yt8m" / "synth.json").read_text())
+    assert meta["config"]["truncate_frames"] == 300
 
 
 def test_segment_rated_set(tmp_path: Path) -> None:

@@ -45,6 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Examples with mean_rgb/mean_audio float vectors",
     )
     synth.add_argument("--classes", type=positive_int, default=25, help="number of classes (25)")
+    synth.add_argument(
+        "--frames",
+        metavar="N|LOW-HIGH|yt8m",
+        help=(
+            "frames a video: N each, LOW-HIGH uniform, or yt8m: min(U(120, 500), 300), "
+            "YouTube-8M's lengths as a 300-frame reader sees them (default 60-300)"
+        ),
+    )
     synth.add_argument("--seed", type=int, default=0, help="seed of the videos (0)")
     synth.add_argument(
         "--concept-seed", type=int, default=0, help="seed of the class prototypes (0)"
@@ -89,17 +97,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from nextvlad.data.synth import SynthConfig, write_synthetic
+    from nextvlad.data.synth import SynthConfig, frame_options, write_synthetic
     from nextvlad.errors import ConfigError
 
     if args.videos < 1:
         raise UsageError(f"--videos must be at least 1, got {args.videos}")
+    try:
+        frames = {} if args.frames is None else frame_options(args.frames)
+    except ConfigError as err:
+        raise UsageError(f"--frames {err}") from None
     check_out(args.out, folder=True)
     if args.segment_rated and not args.frame_level:
         raise UsageError("--segment-rated needs frame-level videos (not --video-level)")
     start = time.perf_counter()
     try:
-        config = SynthConfig(num_classes=args.classes, concept_seed=args.concept_seed)
+        config = SynthConfig(num_classes=args.classes, concept_seed=args.concept_seed, **frames)
     except ConfigError as err:
         raise UsageError(str(err)) from None
     paths = write_synthetic(

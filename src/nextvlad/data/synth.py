@@ -4,7 +4,8 @@ The world (fixed by ``concept_seed`` and the number of classes): every class has
 ``prototypes_per_class`` rgb prototypes (random directions of norm 16 in the 1024-d space, i.e.
 about 0.5 a dimension) and one audio prototype (128-d).
 
-A video (fixed by ``seed`` and its index) lasts 60 to 300 frames and shows 1 to 4 classes (its
+A video (fixed by ``seed`` and its index) lasts 60 to 300 frames (``--frames`` of `nextvlad
+synth`, :func:`frame_options`, chooses other lengths) and shows 1 to 4 classes (its
 labels; 40/30/20/10 %, classes drawn with a mild long tail). Each label appears in one or two
 short runs of 4 to 12 frames, each run showing one of the class's prototypes (plus the class's
 audio prototype in 70 % of runs). Every other frame is background: a dense random mixture of
@@ -52,7 +53,18 @@ from nextvlad.data.schema import (
 from nextvlad.data.tfrecord import TFRecordWriter
 from nextvlad.errors import ConfigError
 
-__all__ = ["SynthConfig", "dequantize", "quantize", "synthetic_videos", "write_synthetic"]
+__all__ = [
+    "SynthConfig",
+    "dequantize",
+    "frame_options",
+    "quantize",
+    "synthetic_videos",
+    "write_synthetic",
+]
+
+# YouTube-8M's videos last 120 to 500 s and its frame-level features come one a second; the
+# readers of frame-level models keep the first 300 frames (the original pads and cuts to 300).
+YT8M_FRAMES = {"min_frames": 120, "max_frames": 500, "truncate_frames": 300}
 
 
 def quantize(x: np.ndarray) -> np.ndarray:
@@ -75,6 +87,7 @@ class SynthConfig:
     prototypes_per_class: int = 3  # rgb concept prototypes of each class
     min_frames: int = 60  # video length range (inclusive)
     max_frames: int = 300
+    truncate_frames: int | None = None  # a longer video keeps its first this many; None: all
     min_run: int = 4  # length range (frames) of one concept run
     max_run: int = 12
     prototype_norm: float = 16.0  # norm of an rgb prototype (about 0.5 a dimension)
@@ -89,10 +102,29 @@ class SynthConfig:
             raise ConfigError(f"num_classes must be at least 1, got {self.num_classes}")
         if not 1 <= self.min_frames <= self.max_frames:
             raise ConfigError(f"bad frame range [{self.min_frames}, {self.max_frames}]")
+        if self.truncate_frames is not None and self.truncate_frames < 1:
+            raise ConfigError(f"truncate_frames must be at least 1, got {self.truncate_frames}")
         if not 1 <= self.min_run <= self.max_run:
             raise ConfigError(f"bad run range [{self.min_run}, {self.max_run}]")
         if self.prototypes_per_class < 1:
             raise ConfigError("prototypes_per_class must be at least 1")
+
+
+def frame_options(spec: str) -> dict[str, int]:
+    """The :class:`SynthConfig` options of a frame-count distribution: ``N`` (every video N
+    frames), ``LOW-HIGH`` (uniform, inclusive) or ``yt8m`` (min(U(120, 500), 300): YouTube-8M's
+    120-500 s videos at one frame a second, as a reader that keeps 300 frames sees them; mean
+    about 257, 53 % of the videos at 300)."""
+    if spec == "yt8m":
+        return dict(YT8M_FRAMES)
+    low, dash, high = spec.partition("-")
+    try:
+        lo, hi = int(low), int(high if dash else low)
+    except ValueError:
+        raise ConfigError(f"{spec!r} is not N, LOW-HIGH or yt8m") from None
+    if not 1 <= lo <= hi:
+        raise ConfigError(f"{spec!r}: the frame counts must be at least 1, LOW at most HIGH")
+    return {"min_frames": lo, "max_frames": hi}
 
 
 @lru_cache(maxsize=8)
@@ -122,6 +154,8 @@ def _video_and_runs(
     rng = np.random.default_rng([seed, index, 0x71DE0])
     classes, per_class = config.num_classes, config.prototypes_per_class
     length = int(rng.integers(config.min_frames, config.max_frames + 1))
+    if config.truncate_frames is not None:
+        length = min(length, config.truncate_frames)
     num_labels = min(int(rng.choice(4, p=[0.4, 0.3, 0.2, 0.1])) + 1, classes)
     labels = np.sort(rng.choice(classes, size=num_labels, replace=False, p=freq))
 
@@ -289,6 +323,9 @@ def write_synthetic(
             ):
                 writer.write(encode_video(video, schema))
         paths.append(path)
+    described = asdict(config)
+    if config.truncate_frames is None:  # described as sets written before the option were
+        del described["truncate_frames"]
     meta = {
         "format": "youtube-8m-2018",
         "level": "frame" if frame_level else "video",
@@ -296,7 +333,7 @@ def write_synthetic(
         "shards": shards,
         "seed": seed,
         "features": {spec.name: spec.dim for spec in schema.features},
-        "config": asdict(config),
+        "config": described,
     }
     if segment_ratings:
         meta["segment_ratings"] = segment_ratings

@@ -23,7 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+from nextvlad._cpu_env import apply_cpu_defaults
+
+apply_cpu_defaults()  # the process settings `nextvlad train` runs with, before torch loads
+
+import torch  # noqa: E402
 
 
 def loader_examples_per_s(files: str, args: argparse.Namespace) -> float:

@@ -18,7 +18,7 @@ to the host); ``int8`` the same with ``--quantize int8``.
 Paths (each in a fresh process, so that its peak RSS is its own): ``default`` (the plain
 options), ``folded`` (``--folded``), ``compiled`` (``--compile``, training only; compilation is not
 timed),
-``bf16`` (``--precision bf16``). Reported per path and mode: examples/s (batch x timed steps /
+``bf16`` (``--precision bf16``), ``bf16-folded`` (both). Reported per path and mode: examples/s (batch x timed steps /
 their wall time), the peak RSS, the model FLOPs per example (``torch.utils.flop_counter``,
 oneDNN's products included) and the utilisation against the GEMM peak of the path's dtype,
 measured in the same run (``matmul_peaks_gflops``, best of 3 after a warm-up: fp32 by
@@ -65,17 +65,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import _frames
 import _roofline
 from _contention import contention
+from nextvlad._cpu_env import apply_cpu_defaults
+
+apply_cpu_defaults()  # the process settings `nextvlad train` runs with, before torch loads
+
+import torch  # noqa: E402
 
 PATHS = {
     "default": {},
     "folded": {"folded": True},
     "compiled": {"compile": True},
     "bf16": {"precision": "bf16"},
+    "bf16-folded": {"precision": "bf16", "folded": True},
 }
 CONTENTION = {"off": ["off"], "on": ["on"], "both": ["off", "on"]}
 HERE = Path(__file__).resolve().parent

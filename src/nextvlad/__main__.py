@@ -1,5 +1,5 @@
 """`python -m nextvlad ...` is the same as the `nextvlad` command (used by torchrun)."""
 
-from nextvlad.cli import main
+from nextvlad.cli import run
 
-raise SystemExit(main())
+raise SystemExit(run())

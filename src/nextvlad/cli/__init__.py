@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from nextvlad._cpu_env import apply_cpu_defaults
 from nextvlad.errors import NextVLADError, UsageError, error_message
 
 # Subcommand modules, in the order their commands appear in `nextvlad --help`.
@@ -54,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser
+
+
+def run() -> int:
+    """The `nextvlad` command (and `python -m nextvlad`): the CPU process settings of
+    :mod:`nextvlad._cpu_env` where the user has not set them (before torch loads), then
+    :func:`main` on ``sys.argv``."""
+    apply_cpu_defaults()
+    return main()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

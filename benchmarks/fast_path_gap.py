@@ -7,6 +7,8 @@ with the demo's recipe, once per seed and path, and evaluates each on the held-o
 videos with the official metrics:
 
 - ``default``: ``nextvlad train`` as it is (padded frames skipped, fused TF1-epsilon Adam);
+- ``bf16`` (``--paths default,bf16``): ``--precision bf16``, whose GAP should stay within 0.002
+  of float32's (``--video-precisions fp32,bf16`` also trains the video-level presets so);
 - ``fast``: ``--folded --bucket-by-length`` (the expansion FC folded away; batches of videos of
   similar length). Folding is the same function; bucketing changes which videos share a batch,
   so the two paths see different batches and their GAPs differ by training noise, which the
@@ -40,7 +42,11 @@ from nextvlad.models.quantize import quantize_int8
 from nextvlad.training import TrainOptions, train
 from nextvlad.training.evaluate import evaluate
 
-PATHS = {"default": {}, "fast": {"folded": True, "bucket_by_length": True}}
+PATHS = {
+    "default": {},
+    "fast": {"folded": True, "bucket_by_length": True},
+    "bf16": {"precision": "bf16"},  # --paths default,bf16: bf16 training's GAP against fp32
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,9 +62,22 @@ def main(argv: list[str] | None = None) -> int:
         help="real YouTube-8M 2018 video-level shards (validate00*.tfrecord): also compare "
         "int8 and float32 on the video-level presets",
     )
+    parser.add_argument(
+        "--paths", default="default,fast", help=f"comma-separated, of {', '.join(PATHS)}"
+    )
+    parser.add_argument(
+        "--video-precisions",
+        default="fp32",
+        help="with --video-data: fp32 or fp32,bf16 (also train each video-level preset under "
+        "bf16 autocast and report its GAP against float32's)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny set, 1 seed, 3 steps (CI)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    paths = args.paths.split(",")
+    unknown = sorted(set(paths) - set(PATHS))
+    if unknown:
+        parser.error(f"unknown --paths {', '.join(unknown)} (of {', '.join(PATHS)})")
     if args.quick:
         args.seeds, args.steps, args.videos, args.eval_videos = 1, 3, 64, 32
     logging.basicConfig(level=logging.WARNING)
@@ -68,15 +87,19 @@ def main(argv: list[str] | None = None) -> int:
         write_synthetic(root / "eval", videos=args.eval_videos, shards=2, num_classes=25, seed=2)
         runs: list[dict[str, Any]] = []
         for seed in range(args.seeds):
-            for path, extra in PATHS.items():
-                runs.append(_run(root, path, extra, seed, args.steps))
+            for path in paths:
+                runs.append(_run(root, path, PATHS[path], seed, args.steps))
                 if not args.json:
                     print(json.dumps(runs[-1]))
-        video_level = _video_level(Path(args.video_data), root) if args.video_data else None
+        video_level = (
+            _video_level(Path(args.video_data), root, args.video_precisions.split(","))
+            if args.video_data
+            else None
+        )
     summary: dict[str, Any] = {"steps": args.steps, "videos": args.videos, "runs": runs}
     if video_level is not None:
         summary["video_level_int8"] = video_level
-    for path in PATHS:
+    for path in paths:
         mine = [r for r in runs if r["path"] == path]
         for key in ("gap", "map", "hit_at_one", "train_examples_per_s", "int8_gap_change"):
             values = [r[key] for r in mine]
@@ -145,29 +168,46 @@ VIDEO_RECIPES = {
 }
 
 
-def _video_level(data: Path, root: Path) -> dict[str, Any]:
+def _video_level(data: Path, root: Path, precisions: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for preset, recipe in VIDEO_RECIPES.items():
-        run = root / "runs" / preset
-        train(
-            TrainOptions(
-                preset=preset,
-                train_data=[str(data / "validate00[0-4]*.tfrecord")],
-                out=str(run),
-                lr_decay=0.95,
-                lr_decay_examples=4_000_000,
-                eval_every=0,
-                checkpoint_every=10**9,
-                num_workers=1,
-                device="cpu",
-                progress=False,
-                **recipe,
-            )
-        )
-        result, int8 = _evaluate_both(run, str(data / "validate005*.tfrecord"), 3862)
-        out[preset] = {"gap": result["gap"], "int8_gap": int8["gap"],
-                       "int8_gap_change": int8["gap"] - result["gap"]}  # fmt: skip
+        for precision in precisions:
+            row = _video_run(data, root, preset, recipe, precision)
+            if precision == "fp32":
+                out[preset] = row
+            else:
+                row["gap_change"] = row["gap"] - out[preset]["gap"]
+                out[f"{preset}-{precision}"] = row
     return out
+
+
+def _video_run(
+    data: Path, root: Path, preset: str, recipe: dict[str, Any], precision: str
+) -> dict[str, Any]:
+    """One video-level preset trained on shards 0000-0049, evaluated on 0050-0059."""
+    if precision == "fp32":
+        run, extra = root / "runs" / preset, {}
+    else:
+        run, extra = root / "runs" / f"{preset}-{precision}", {"precision": precision}
+    train(
+        TrainOptions(
+            preset=preset,
+            train_data=[str(data / "validate00[0-4]*.tfrecord")],
+            out=str(run),
+            lr_decay=0.95,
+            lr_decay_examples=4_000_000,
+            eval_every=0,
+            checkpoint_every=10**9,
+            num_workers=1,
+            device="cpu",
+            progress=False,
+            **recipe,
+            **extra,
+        )
+    )
+    result, int8 = _evaluate_both(run, str(data / "validate005*.tfrecord"), 3862)
+    return {"gap": result["gap"], "int8_gap": int8["gap"],
+            "int8_gap_change": int8["gap"] - result["gap"]}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -15,6 +15,13 @@ from nextvlad.nn.pooling import as_frame_mask
 # tf.nn.l2_normalize divides by sqrt(max(sum(x^2), 1e-12)), i.e. by max(||x||, 1e-6).
 L2_NORM_EPS = 1e-6
 
+# A batch whose real frames fill at least this share of its padded layout runs dense: every
+# frame through the per-frame layers, the padded ones masked, summed by one batched matmul.
+# Below it, the real frames are packed and summed per video. Measured on the paper's model
+# (docs/performance.md, "Dense or packed"): a packed real frame costs 1.25-1.35x a frame of the
+# dense layout (the gather, ragged products, a matmul per video), so dense pays from ~0.75.
+DENSE_FRACTION = 0.8
+
 
 def _full(x: Tensor) -> Tensor:
     """float32 for autocast's bf16/fp16 products (normalisation stays in float32)."""
@@ -194,9 +201,10 @@ class _Frames:
     statistics must not move the batch norms' moving averages (None: it has frames).
 
     Three layouts, one function: every padded frame (no mask, or ``reference_compat``, or
-    ``skip_padding`` off, or while tracing for export); the real frames only, summed per video
-    by a matmul on each video's rows (a packing with exact ``sizes``, on the CPU in eager
-    mode); or the real frames and a row budget, summed by a gather into the padded layout and
+    ``skip_padding`` off, or while tracing for export, or a packing whose real frames fill at
+    least ``DENSE_FRACTION`` of the batch); the real frames only, summed per video by a matmul
+    on each video's rows (a packing with exact ``sizes``, on the CPU in eager mode, below
+    ``DENSE_FRACTION``); or the real frames and a row budget, summed by a gather into the padded layout and
     one batched matmul (a packing with ``slots``: under ``torch.compile`` and on GPUs).
     """
 
@@ -229,10 +237,19 @@ class _Frames:
             assert packing is not None
             if packing.slots is None and packing.num_rows == b * m:
                 # No padding: every frame is real, so the padded layout is the packed one and
-                # needs no gather; the sums run as one batched matmul. With padding, a matmul
-                # per video on its real rows beat scattering them into the padded layout for
-                # one bmm (docs/performance.md, "Dense or packed").
+                # needs no gather; the sums run as one batched matmul.
                 return cls(flat, batch=b, length=m, track=packing.has_frames)
+            if packing.slots is None and packing.num_rows >= DENSE_FRACTION * b * m:
+                # Little padding: the padded layout, masked (DENSE_FRACTION).
+                flat_mask = packing.frame_mask.reshape(b * m)
+                return cls(
+                    flat,
+                    batch=b,
+                    length=m,
+                    mask=flat_mask,
+                    bn_mask=flat_mask,
+                    track=packing.has_frames,
+                )
             rows = flat.index_select(0, packing.rows)  # (R_pad, N)
             return cls(
                 rows,

@@ -15,13 +15,6 @@ from nextvlad.nn.pooling import as_frame_mask
 # tf.nn.l2_normalize divides by sqrt(max(sum(x^2), 1e-12)), i.e. by max(||x||, 1e-6).
 L2_NORM_EPS = 1e-6
 
-# A batch whose real frames fill at least this share of its padded layout runs dense: every
-# frame through the per-frame layers, the padded ones masked, summed by one batched matmul.
-# Below it, the real frames are packed and summed per video. Measured on the paper's model
-# (docs/performance.md, "Dense or packed"): a packed real frame costs 1.25-1.35x a frame of the
-# dense layout (the gather, ragged products, a matmul per video), so dense pays from ~0.75.
-DENSE_FRACTION = 0.8
-
 
 def _full(x: Tensor) -> Tensor:
     """float32 for autocast's bf16/fp16 products (normalisation stays in float32)."""
@@ -172,12 +165,14 @@ class NeXtVLAD(nn.Module):
         head = self._head_weight()  # (G*K + G, λN)
         logits = linear(frames.rows, head @ w, head @ bias)  # (R, G*K + G): Eq. (6) and (7)
         assign = self._assign(logits, frames)  # (R, G*K)
-        sums, a_sum = frames.sums(frames.rows, assign, 1, n, g * k)  # (B, N, G*K), (B, 1, G*K)
+        # S[b, g, k, :] = Σ_i a_igk x_i, clusters first: (B, G*K, N), (B, 1, G*K)
+        sums, a_sum = frames.sums(frames.rows, assign, 1, n, g * k, clusters_first=True)
         a_gk = a_sum.reshape(b, g, k)  # (B, G, K)
-        sums = sums.reshape(b, n * g, k)  # (B, N*G, K), row n*G + g
-        w_blocks = w.reshape(g, f, n).permute(1, 2, 0).reshape(f, n * g)  # (λN/G, N*G)
-        # Σ_g W_g Σ_i a_igk x_i for the whole batch as one product: (B*K, N*G) @ (N*G, λN/G)
-        per_cluster = sums.transpose(1, 2).reshape(b * k, n * g)  # (B*K, N*G)
+        # Σ_g W_g S[b, g, k] for the whole batch as one product, (B*K, G*N) @ (G*N, λN/G):
+        # regrouping (G, K, N) as (K, G, N) moves whole rows of N (a transpose of the last
+        # two dimensions instead would copy element by element, several times slower).
+        per_cluster = sums.reshape(b, g, k, n).transpose(1, 2).reshape(b * k, g * n)
+        w_blocks = w.reshape(g, f, n).transpose(0, 1).reshape(f, g * n)  # (λN/G, G*N)
         vlad = linear(per_cluster, w_blocks).reshape(b, k, f).transpose(1, 2)  # (B, λN/G, K)
         vlad = _full(vlad) + torch.matmul(bias.reshape(g, f).t(), _full(a_gk))  # + Σ_g b_g a_gk
         vlad = vlad - _full(a_gk).sum(dim=1, keepdim=True) * self.anchors  # Eq. (8): (B, λN/G, K)
@@ -201,10 +196,9 @@ class _Frames:
     statistics must not move the batch norms' moving averages (None: it has frames).
 
     Three layouts, one function: every padded frame (no mask, or ``reference_compat``, or
-    ``skip_padding`` off, or while tracing for export, or a packing whose real frames fill at
-    least ``DENSE_FRACTION`` of the batch); the real frames only, summed per video by a matmul
-    on each video's rows (a packing with exact ``sizes``, on the CPU in eager mode, below
-    ``DENSE_FRACTION``); or the real frames and a row budget, summed by a gather into the padded layout and
+    ``skip_padding`` off, or while tracing for export, or a packing without padding); the real
+    frames only, summed per video by a matmul on each video's rows (a packing with exact
+    ``sizes``, on the CPU in eager mode); or the real frames and a row budget, summed by a gather into the padded layout and
     one batched matmul (a packing with ``slots``: under ``torch.compile`` and on GPUs).
     """
 
@@ -237,19 +231,12 @@ class _Frames:
             assert packing is not None
             if packing.slots is None and packing.num_rows == b * m:
                 # No padding: every frame is real, so the padded layout is the packed one and
-                # needs no gather; the sums run as one batched matmul.
+                # needs no gather; the sums run as one batched matmul. With padding, packed
+                # frames summed per video: the padded layout, masked, was no faster at 86%
+                # real frames in training and slower in inference, and scattering the packed
+                # rows into it for one bmm slower still (docs/performance.md, "Dense or
+                # packed").
                 return cls(flat, batch=b, length=m, track=packing.has_frames)
-            if packing.slots is None and packing.num_rows >= DENSE_FRACTION * b * m:
-                # Little padding: the padded layout, masked (DENSE_FRACTION).
-                flat_mask = packing.frame_mask.reshape(b * m)
-                return cls(
-                    flat,
-                    batch=b,
-                    length=m,
-                    mask=flat_mask,
-                    bn_mask=flat_mask,
-                    track=packing.has_frames,
-                )
             rows = flat.index_select(0, packing.rows)  # (R_pad, N)
             return cls(
                 rows,
@@ -267,20 +254,28 @@ class _Frames:
         return cls(flat, batch=b, length=m, mask=flat_mask, bn_mask=bn_mask, track=track)
 
     def sums(
-        self, values: Tensor, assign: Tensor, groups: int, dim: int, clusters: int
+        self,
+        values: Tensor,
+        assign: Tensor,
+        groups: int,
+        dim: int,
+        clusters: int,
+        *,
+        clusters_first: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """Σ over each video's frames and groups of values ⊗ assignments.
 
         values: (R, G*D) (group g in columns g*D..); assign: (R, G*K), zero at padded rows ->
-        (B, D, K) sums and (B, 1, K) the assignments' sums."""
+        (B, D, K) sums, or (B, K, D) with ``clusters_first``, and (B, 1, K) the assignments'
+        sums."""
         b, t, g = self.batch, self.length, groups
         packing = self.packing
         if packing is not None and packing.slots is None:  # per video, on its own rows
             sizes = list(packing.sizes)
             per_video, totals = [], []
             for v, a in zip(torch.split(values, sizes), torch.split(assign, sizes), strict=True):
-                a = a.reshape(-1, clusters)  # (n*G, K)
-                per_video.append(v.reshape(-1, dim).t() @ a)  # (D, K)
+                a, v = a.reshape(-1, clusters), v.reshape(-1, dim)  # (n*G, K), (n*G, D)
+                per_video.append(a.t() @ v if clusters_first else v.t() @ a)  # (K, D), (D, K)
                 totals.append(a.sum(dim=0, keepdim=True))  # (1, K)
             return torch.stack(per_video), torch.stack(totals)
         if packing is not None:  # into the padded layout; padded frames read a zero row
@@ -288,5 +283,9 @@ class _Frames:
             values = values.index_select(0, packing.slots)  # (B*T, G*D)
             assign = assign.index_select(0, packing.slots)  # (B*T, G*K)
         assign = assign.reshape(b, t * g, clusters)  # (B, T*G, K)
-        sums = torch.bmm(values.reshape(b, t * g, dim).transpose(1, 2), assign)  # (B, D, K)
+        values = values.reshape(b, t * g, dim)  # (B, T*G, D)
+        if clusters_first:
+            sums = torch.bmm(assign.transpose(1, 2), values)  # (B, K, D)
+        else:
+            sums = torch.bmm(values.transpose(1, 2), assign)  # (B, D, K)
         return sums, assign.sum(dim=1, keepdim=True)

@@ -478,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         for frames in args.frames.split(",")
     }
     results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    if page is not None:
+    if page is not None:  # read again: the page may have been edited during the run
+        page = Path(args.profile_md).read_text(encoding="utf-8")
         page = _roofline.replace(page, _roofline.render(results))
         Path(args.profile_md).write_text(page, encoding="utf-8")
     print(json.dumps(results) if args.json else json.dumps(results, indent=2))

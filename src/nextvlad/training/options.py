@@ -54,7 +54,7 @@ _COMPILE_HELP = (
     "torch.compile the forward pass and loss; padded frames are still skipped: frame counts "
     "are padded to multiples of 32 and the packed frames to a row budget, so that only a few "
     "shapes compile (one per bucket). For GPUs: on CPUs it trains slower than eager "
-    "(0.77-0.85x of eager's speed on the paper's model, docs/performance.md)"
+    "(0.81-0.97x of eager's speed on the paper's model, docs/performance.md)"
 )
 
 

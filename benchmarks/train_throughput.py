@@ -16,15 +16,16 @@ and once at the end of the timed steps. ``infer`` times `nextvlad eval`'s batche
 to the host); ``int8`` the same with ``--quantize int8``.
 
 Paths (each in a fresh process, so that its peak RSS is its own): ``default`` (the plain
-options), ``folded`` (``--folded``), ``compiled`` (``--compile``, training only; compilation is not
-timed),
-``bf16`` (``--precision bf16``), ``bf16-folded`` (both). Reported per path and mode: examples/s (batch x timed steps /
+options: NeXtVLAD folded or not by its rule, ``FOLD_MIN_FRAMES``), ``unfolded``
+(``--no-folded``), ``folded`` (``--folded``), ``compiled`` (``--compile``, training only;
+compilation is not timed), ``bf16`` (``--precision bf16``), ``bf16-folded`` and
+``bf16-unfolded`` (with ``--folded``, ``--no-folded``). Reported per path and mode: examples/s (batch x timed steps /
 their wall time), the peak RSS, the model FLOPs per example (``torch.utils.flop_counter``,
 oneDNN's products included) and the utilisation against the GEMM peak of the path's dtype,
 measured in the same run (``matmul_peaks_gflops``, best of 3 after a warm-up: fp32 by
 ``nextvlad.nn.linear`` on 4096 x 4096, which is oneDNN; bf16 by the same linear under bf16
 autocast, as ``--precision bf16`` runs it; int8 by ``nextvlad.models.quantize.quantize_int8``'s
-dynamic int8 linear, 4096 in and out, on 4096 rows; ``bf16`` rows use the bf16 peak, ``int8``
+dynamic int8 linear, 4096 in and out, on 4096 rows; the ``bf16*`` paths' rows use the bf16 peak, ``int8``
 rows the int8 peak, the others fp32). ``--tf-python`` also runs ``tf_reference_throughput.py``
 (the original's formulation in TensorFlow, in its own virtual environment) with the same batch
 and frames, and reports each path's ratio to it, with the load average before and after.
@@ -76,10 +77,12 @@ import torch  # noqa: E402
 
 PATHS = {
     "default": {},
+    "unfolded": {"folded": False},
     "folded": {"folded": True},
     "compiled": {"compile": True},
     "bf16": {"precision": "bf16"},
     "bf16-folded": {"precision": "bf16", "folded": True},
+    "bf16-unfolded": {"precision": "bf16", "folded": False},
 }
 CONTENTION = {"off": ["off"], "on": ["on"], "both": ["off", "on"]}
 HERE = Path(__file__).resolve().parent
@@ -181,8 +184,8 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
 
     else:
         for module in model.modules():
-            if hasattr(module, "folded"):
-                module.folded = options.folded
+            if hasattr(module, "folded") and options.folded is not None:
+                module.folded = options.folded  # else the layer's own rule, as `nextvlad eval`
         if options.compile:
             forward = torch.compile(model)  # type: ignore[assignment]
 
@@ -253,7 +256,7 @@ def _matmul_peaks(size: int = 4096) -> dict[str, float]:
 
 def _dtype(path: str, mode: str) -> str:
     """Which peak a path and mode's utilisation is against."""
-    return "int8" if mode == "int8" else "bf16" if path == "bf16" else "fp32"
+    return "int8" if mode == "int8" else "bf16" if path.startswith("bf16") else "fp32"
 
 
 def _subprocess(args: argparse.Namespace, path: str, mode: str) -> dict[str, Any]:

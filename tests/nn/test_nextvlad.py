@@ -232,3 +232,63 @@ def test_the_sums_layout_follows_the_padding(monkeypatch: pytest.MonkeyPatch) ->
         assert bool(bmms) is padded, counts
     frames = module._Frames.of(layer, x, pack_frames(torch.tensor([10] * 4), 10))
     assert frames.rows.data_ptr() == x.data_ptr() and frames.packing is None
+
+
+def _folded_forwards(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The batch size of each forward that runs folded."""
+    calls: list[int] = []
+    original = NeXtVLAD._forward_folded
+
+    def counting(self: NeXtVLAD, x: torch.Tensor, frames: object) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return original(self, x, frames)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(NeXtVLAD, "_forward_folded", counting)
+    return calls
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_auto_folds_batches_of_long_videos_only(
+    monkeypatch: pytest.MonkeyPatch, training: bool
+) -> None:
+    """``folded="auto"`` (the default) runs folded where the batch's real frames a video
+    reach ``FOLD_MIN_FRAMES`` on average, and gives the function of the unfolded layer."""
+    import nextvlad.nn.nextvlad as module
+
+    calls = _folded_forwards(monkeypatch)
+    monkeypatch.setattr(module, "FOLD_MIN_FRAMES", 5)
+    layer = _layer().double().train(training)
+    assert layer.folded == "auto"
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    x = torch.randn(3, 7, 12, dtype=torch.float64)
+    for counts, folds in (([7, 7, 7], True), ([7, 6, 2], True), ([7, 3, 2], False)):
+        n = torch.tensor(counts)
+        calls.clear()
+        layer.load_state_dict(state)
+        out = layer(x, n)
+        assert calls == ([3] if folds else [])
+        layer.load_state_dict(state)
+        layer.folded = False
+        torch.testing.assert_close(out, layer(x, n), rtol=1e-10, atol=1e-12)
+        layer.folded = "auto"
+    calls.clear()
+    layer(x)  # no mask: every frame counts
+    assert calls == [3]
+
+
+def test_auto_does_not_fold_where_the_rounding_or_the_graph_must_stay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import nextvlad.nn.nextvlad as module
+
+    calls = _folded_forwards(monkeypatch)
+    monkeypatch.setattr(module, "FOLD_MIN_FRAMES", 1)
+    x = torch.randn(2, 4, 12)
+    _layer(reference_compat=True)(x, torch.tensor([4, 4]))  # the original's rounding
+    _layer(folded=False)(x)
+    torch.jit.trace(_layer().eval(), (x,), check_trace=False)  # exported graphs: as written
+    assert calls == []
+    _layer(folded=True)(x, torch.tensor([2, 1]))  # True folds whatever the lengths
+    assert calls == [2]
+    with pytest.raises(ValueError, match="folded must be True, False or 'auto'"):
+        _layer(folded="yes")

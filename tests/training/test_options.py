@@ -7,12 +7,16 @@ import os
 import shlex
 from pathlib import Path
 
+import pytest
+
 from nextvlad.cli import build_parser
 from nextvlad.cli.train import train_options
 from nextvlad.training.options import TrainOptions, resume_command
 
 
-def test_resume_command_round_trips_through_the_parser(tmp_path: Path) -> None:
+@pytest.mark.parametrize("folded", [True, False, None])
+def test_resume_command_round_trips_through_the_parser(tmp_path: Path, folded: bool | None) -> None:
+    """--folded, --no-folded and neither (the layer's rule) survive a resume."""
     options = TrainOptions(
         preset="mix3-nextvlad-8g-112k-2048h",
         train_data=["data/train*.tfrecord", "data/with space/*.tfrecord"],
@@ -35,7 +39,7 @@ def test_resume_command_round_trips_through_the_parser(tmp_path: Path) -> None:
         seed=11,
         device="cpu",
         precision="bf16",
-        folded=True,
+        folded=folded,
         deterministic=True,
         progress=False,
     )

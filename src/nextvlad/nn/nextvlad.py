@@ -14,6 +14,9 @@ from nextvlad.nn.pooling import as_frame_mask
 
 # tf.nn.l2_normalize divides by sqrt(max(sum(x^2), 1e-12)), i.e. by max(||x||, 1e-6).
 L2_NORM_EPS = 1e-6
+# ``folded="auto"`` folds on CPUs for batches of at least this many frames a video on average
+# (docs/performance.md, "Folded or not": measured at 100-300 frames, train and inference).
+FOLD_MIN_FRAMES = 200
 
 
 def _full(x: Tensor) -> Tensor:
@@ -45,7 +48,11 @@ class NeXtVLAD(nn.Module):
             padded frames included, as the original TensorFlow code does. The default counts
             only real frames, so that padding changes nothing.
         folded: compute the same function with the expansion FC folded into the layers after
-            it (see ``forward_folded``): fewer operations per frame, same parameters.
+            it (see ``forward_folded``): fewer operations per frame, same parameters. "auto"
+            (the default): folded in eager mode on CPUs for batches of at least
+            ``FOLD_MIN_FRAMES`` frames a video on average, where it is the faster; not in
+            ``reference_compat`` mode (float rounding as the original's), on other devices,
+            or while tracing, exporting or compiling.
         skip_padding: run the per-frame layers on the real frames only (given a mask or a
             packing), not on the padded ones: the same result, less work on batches of
             unequal videos.
@@ -59,7 +66,7 @@ class NeXtVLAD(nn.Module):
         expansion: int = 2,
         *,
         reference_compat: bool = False,
-        folded: bool = False,
+        folded: bool | str = "auto",
         skip_padding: bool = True,
     ) -> None:
         super().__init__()
@@ -76,7 +83,9 @@ class NeXtVLAD(nn.Module):
         self.group_dim = expansion * dim // groups  # λN/G
         self.output_dim = self.group_dim * num_clusters
         self.reference_compat = reference_compat
-        self.folded = folded
+        if folded not in (True, False, "auto"):
+            raise ValueError(f"NeXtVLAD: folded must be True, False or 'auto', got {folded!r}")
+        self.folded: bool | str = folded
         self.skip_padding = skip_padding
 
         wide = expansion * dim
@@ -105,7 +114,7 @@ class NeXtVLAD(nn.Module):
         A mask on a device is copied to the host to skip the padded frames (the device waits);
         pass a packing (``pack_frames``) to avoid that."""
         frames = _Frames.of(self, x, mask)
-        if self.folded:
+        if self._folds(x, frames):
             return self._forward_folded(x, frames)
         b, g, k, f = x.shape[0], self.groups, self.num_clusters, self.group_dim
         x_dot = self.expand(frames.rows)  # (R, λN)
@@ -115,6 +124,20 @@ class NeXtVLAD(nn.Module):
         vlad = _full(vlad) - _full(a_sum) * self.anchors  # (B, λN/G, K), float32 under autocast
         vlad = F.normalize(vlad, p=2.0, dim=1, eps=L2_NORM_EPS)  # intra-normalisation
         return self.vlad_bn(vlad.reshape(b, f * k), track=frames.track)  # (B, λN/G*K), f*K + k
+
+    def _folds(self, x: Tensor, frames: _Frames) -> bool:
+        """Whether this forward runs folded (``folded``; "auto": see the class)."""
+        if self.folded != "auto":
+            return bool(self.folded)
+        if self.reference_compat or x.device.type != "cpu" or self.head is not None:
+            return False
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return False
+        if torch.compiler.is_compiling():
+            return False
+        # Rows the per-frame layers run on: the real frames when padding is skipped, else
+        # every padded frame (which the unfolded layers run on too).
+        return frames.rows.shape[0] >= FOLD_MIN_FRAMES * frames.batch
 
     def _head(self, x_dot: Tensor) -> Tensor:
         """(R, λN) -> (R, G*K + G) soft-assignment and group-attention logits (no bias); by
@@ -128,10 +151,11 @@ class NeXtVLAD(nn.Module):
         instead of two, the second of which (G outputs) runs far below the machine's peak."""
         return torch.cat([self.assignment.weight, self.group_attention.weight])  # (G*K + G, λN)
 
-    def _assign(self, logits: Tensor, frames: _Frames) -> Tensor:
+    def _assign(self, logits: Tensor, frames: _Frames, order: Tensor | None = None) -> Tensor:
         """logits: (R, G*K + G) soft-assignment logits then group-attention logits without
         its bias -> (R, G*K): batch norm, softmax over clusters, times the sigmoid group
-        attention (zero for padded frames)."""
+        attention (zero for padded frames). With ``order`` (``_clusters_major``), logits and
+        result hold the soft assignment clusters major, column k*G + g."""
         g, k = self.groups, self.num_clusters
         # One split (its gradient is one concatenation, where two slices would each fill a
         # zero tensor of the whole width), and a contiguous copy when gradients are needed:
@@ -142,9 +166,17 @@ class NeXtVLAD(nn.Module):
         attention = torch.sigmoid(attention + self.group_attention.bias)  # Eq. (7)
         if frames.mask is not None:
             attention = attention * frames.mask.unsqueeze(-1).to(attention.dtype)  # Eq. (18)
-        logits = self.assignment_bn(logits, frames.bn_mask, track=frames.track)
+        logits = self.assignment_bn(logits, frames.bn_mask, track=frames.track, columns=order)
+        if order is not None:
+            assign = F.softmax(logits.reshape(-1, k, g), dim=1)  # Eq. (6): (R, K, G)
+            return (assign * attention.unsqueeze(1)).reshape(-1, k * g)  # α_g α_gk: (R, K*G)
         assign = F.softmax(logits.reshape(-1, g, k), dim=-1)  # Eq. (6): (R, G, K)
         return (assign * attention.unsqueeze(-1)).reshape(-1, g * k)  # α_g α_gk: (R, G*K)
+
+    def _clusters_major(self, device: torch.device) -> Tensor:
+        """(G*K,) the soft-assignment rows g*K + k in the order k*G + g."""
+        g, k = self.groups, self.num_clusters
+        return torch.arange(g * k, device=device).reshape(g, k).t().reshape(g * k)
 
     def forward_folded(self, x: Tensor, mask: Tensor | FramePacking | None = None) -> Tensor:
         """The same function as ``forward``, with the expansion FC ẋ = W x + b folded away.
@@ -162,22 +194,27 @@ class NeXtVLAD(nn.Module):
         b, n = x.shape[0], x.shape[2]
         g, k, f = self.groups, self.num_clusters, self.group_dim
         w, bias = self.expand.weight, self.expand.bias  # (λN, N), (λN,)
-        head = self._head_weight()  # (G*K + G, λN)
-        logits = linear(frames.rows, head @ w, head @ bias)  # (R, G*K + G): Eq. (6) and (7)
-        assign = self._assign(logits, frames)  # (R, G*K)
-        # S[b, g, k, :] = Σ_i a_igk x_i, clusters first: (B, G*K, N), (B, 1, G*K)
-        sums, a_sum = frames.sums(frames.rows, assign, 1, n, g * k, clusters_first=True)
-        a_gk = a_sum.reshape(b, g, k)  # (B, G, K)
-        # Σ_g W_g S[b, g, k] for the whole batch as one product, (B*K, G*N) @ (G*N, λN/G):
-        # regrouping (G, K, N) as (K, G, N) moves whole rows of N (a transpose of the last
-        # two dimensions instead would copy element by element, several times slower).
-        per_cluster = sums.reshape(b, g, k, n).transpose(1, 2).reshape(b * k, g * n)
+        # The soft assignment clusters major (column k*G + g) from its FC's rows on, so that
+        # the per-video sums come out as (K, G, N), the layout of the one product over the
+        # batch below: regrouping them from (G, K, N) instead copied (B, G*K, N) floats
+        # forward and backward, a sixth of the training step at 300 frames.
+        order = self._clusters_major(w.device)
+        head = torch.cat(
+            [self.assignment.weight.index_select(0, order), self.group_attention.weight]
+        )
+        logits = linear(frames.rows, head @ w, head @ bias)  # (R, K*G + G): Eq. (6) and (7)
+        assign = self._assign(logits, frames, order)  # (R, K*G)
+        # S[b, k, g, :] = Σ_i a_igk x_i: (B, K*G, N), (B, 1, K*G)
+        sums, a_sum = frames.sums(frames.rows, assign, 1, n, k * g, clusters_first=True)
+        a_kg = _full(a_sum.reshape(b, k, g))  # (B, K, G)
+        # Σ_g W_g S[b, k, g] for the whole batch as one product, (B*K, G*N) @ (G*N, λN/G)
         w_blocks = w.reshape(g, f, n).transpose(0, 1).reshape(f, g * n)  # (λN/G, G*N)
-        vlad = linear(per_cluster, w_blocks).reshape(b, k, f).transpose(1, 2)  # (B, λN/G, K)
-        vlad = _full(vlad) + torch.matmul(bias.reshape(g, f).t(), _full(a_gk))  # + Σ_g b_g a_gk
-        vlad = vlad - _full(a_gk).sum(dim=1, keepdim=True) * self.anchors  # Eq. (8): (B, λN/G, K)
-        vlad = F.normalize(vlad, p=2.0, dim=1, eps=L2_NORM_EPS)  # intra-normalisation
-        return self.vlad_bn(vlad.reshape(b, f * k), track=frames.track)  # (B, λN/G*K)
+        vlad = linear(sums.reshape(b * k, g * n), w_blocks).reshape(b, k, f)  # (B, K, λN/G)
+        vlad = _full(vlad) + torch.matmul(a_kg, _full(bias.reshape(g, f)))  # + Σ_g b_g a_gk
+        vlad = vlad - a_kg.sum(dim=2, keepdim=True) * self.anchors.t()  # Eq. (8): (B, K, λN/G)
+        vlad = F.normalize(vlad, p=2.0, dim=2, eps=L2_NORM_EPS)  # intra-normalisation
+        vlad = vlad.transpose(1, 2).reshape(b, f * k)  # (B, λN/G*K), index f*K + k
+        return self.vlad_bn(vlad, track=frames.track)
 
     def extra_repr(self) -> str:
         return (

@@ -256,12 +256,14 @@ class TrainOptions:
     )
     precision: str = option("fp32", help="bf16: autocast", flag="--precision", choices=PRECISIONS)
     compile: bool = option(False, help=_COMPILE_HELP, flag="--compile", action="store_true")
-    folded: bool = option(
-        False,
+    folded: bool | None = option(
+        None,
         help="NeXtVLAD with the expansion FC folded into the layers after it: the same "
-        "function with fewer operations per frame (see docs/performance.md)",
+        "function with fewer operations per frame. Default: folded on CPUs for batches of "
+        "at least 200 frames a video on average, where it is the faster (docs/performance.md, "
+        "'Folded or not'); --folded always, --no-folded never",
         flag="--folded",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
     )
     sync_batchnorm: bool = option(
         False,
@@ -348,7 +350,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if kind is not None:
             extra["type"] = kind
         action = extra.get("action")
-        if action not in ("store_true", "store_false") and "choices" not in extra:
+        switch = action in ("store_true", "store_false", argparse.BooleanOptionalAction)
+        if not switch and "choices" not in extra:
             extra.setdefault("metavar", f.metadata["flag"].lstrip("-").upper().replace("-", "_"))
         if action == "append":
             extra["default"] = []
@@ -397,11 +400,14 @@ def resume_command(options: TrainOptions, *, distributed: bool = False) -> str:
             continue
         if f.name in ("train_data", "eval_data"):
             value = [redact_url(url) for url in value]
-        argv += _flag_words(flag, value)
+        both_ways = f.metadata["argparse"].get("action") is argparse.BooleanOptionalAction
+        argv += _flag_words(flag, value, both_ways=both_ways)
     return shlex.join([*argv, "--resume"])
 
 
-def _flag_words(flag: str, value: Any) -> list[str]:
+def _flag_words(flag: str, value: Any, *, both_ways: bool = False) -> list[str]:
+    if isinstance(value, bool) and both_ways:  # --folded / --no-folded
+        return [flag if value else "--no-" + flag.removeprefix("--")]
     if isinstance(value, bool):  # store_true flags, and --no-progress for progress=False
         return [flag]
     if isinstance(value, list):

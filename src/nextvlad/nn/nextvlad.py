@@ -235,8 +235,10 @@ class _Frames:
     Three layouts, one function: every padded frame (no mask, or ``reference_compat``, or
     ``skip_padding`` off, or while tracing for export, or a packing without padding); the real
     frames only, summed per video by a matmul on each video's rows (a packing with exact
-    ``sizes``, on the CPU in eager mode); or the real frames and a row budget, summed by a gather into the padded layout and
-    one batched matmul (a packing with ``slots``: under ``torch.compile`` and on GPUs).
+    ``sizes``, on the CPU in eager mode; the folded sums, big a video, go back into the
+    padded layout for one batched matmul instead); or the real frames and a row budget,
+    summed by a gather into the padded layout and one batched matmul (a packing with
+    ``slots``: under ``torch.compile`` and on GPUs).
     """
 
     def __init__(
@@ -307,15 +309,22 @@ class _Frames:
         sums."""
         b, t, g = self.batch, self.length, groups
         packing = self.packing
-        if packing is not None and packing.slots is None:  # per video, on its own rows
+        if packing is not None and packing.slots is None and clusters_first:
+            # The folded sums are (K, D) = (G*K, N) a video, 4 MB in the paper's model: stacking
+            # 80 of them per-video products cost more than the products (docs/performance.md,
+            # "Folded or not"), so the packed rows go back into the padded layout (zero at the
+            # padded frames) for one batched product.
+            values = _padded(values, packing.rows, b * t)  # (B*T, D)
+            assign = _padded(assign, packing.rows, b * t)  # (B*T, K)
+        elif packing is not None and packing.slots is None:  # per video, on its own rows
             sizes = list(packing.sizes)
             per_video, totals = [], []
             for v, a in zip(torch.split(values, sizes), torch.split(assign, sizes), strict=True):
                 a, v = a.reshape(-1, clusters), v.reshape(-1, dim)  # (n*G, K), (n*G, D)
-                per_video.append(a.t() @ v if clusters_first else v.t() @ a)  # (K, D), (D, K)
+                per_video.append(v.t() @ a)  # (D, K)
                 totals.append(a.sum(dim=0, keepdim=True))  # (1, K)
             return torch.stack(per_video), torch.stack(totals)
-        if packing is not None:  # into the padded layout; padded frames read a zero row
+        elif packing is not None:  # into the padded layout; padded frames read a zero row
             assert packing.slots is not None
             values = values.index_select(0, packing.slots)  # (B*T, G*D)
             assign = assign.index_select(0, packing.slots)  # (B*T, G*K)
@@ -326,3 +335,8 @@ class _Frames:
         else:
             sums = torch.bmm(values.transpose(1, 2), assign)  # (B, D, K)
         return sums, assign.sum(dim=1, keepdim=True)
+
+
+def _padded(rows: Tensor, index: Tensor, length: int) -> Tensor:
+    """(R, C) packed rows -> (length, C), row index[r] = rows[r], zero elsewhere."""
+    return rows.new_zeros(length, rows.shape[1]).index_copy(0, index, rows)

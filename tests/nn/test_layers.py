@@ -46,27 +46,6 @@ def test_batchnorm_eval_uses_moving_statistics() -> None:
     torch.testing.assert_close(bn(x), (x - 1.0) / torch.sqrt(torch.tensor(4.0 + 1e-3)))
 
 
-@pytest.mark.parametrize("masked", [False, True])
-def test_batchnorm_of_permuted_columns_keeps_the_layers_order(masked: bool) -> None:
-    """``columns``: x's columns in another order give the same normalisation of each feature
-    and the same moving statistics, kept in the layer's order."""
-    torch.manual_seed(0)
-    x = torch.randn(6, 5, dtype=torch.float64) * torch.arange(1.0, 6.0) + 3.0
-    mask = torch.tensor([1, 1, 0, 1, 1, 0.0]) if masked else None
-    columns = torch.tensor([3, 0, 4, 1, 2])
-    plain, permuted = BatchNorm(5).double().train(), BatchNorm(5).double().train()
-    with torch.no_grad():
-        for bn in (plain, permuted):
-            bn.weight.copy_(torch.arange(1.0, 6.0))
-            bn.bias.copy_(torch.arange(5.0))
-    out = permuted(x[:, columns], mask, columns=columns)
-    torch.testing.assert_close(out, plain(x, mask)[:, columns], rtol=1e-12, atol=1e-12)
-    for name in ("running_mean", "running_var", "num_batches_tracked"):
-        torch.testing.assert_close(getattr(permuted, name), getattr(plain, name))
-    plain.eval(), permuted.eval()
-    torch.testing.assert_close(permuted(x[:, columns], columns=columns), plain(x)[:, columns])
-
-
 def test_se_context_gating_parameters_follow_eq_10() -> None:
     gating = SEContextGating(64, reduction=8)
     weights = gating.fc1.weight.numel() + gating.fc2.weight.numel()

@@ -48,37 +48,22 @@ class BatchNorm(nn.BatchNorm1d):
         self.sync = False  # statistics over all processes of the default group (DDP)
 
     def forward(
-        self,
-        x: Tensor,
-        mask: Tensor | None = None,
-        *,
-        track: Tensor | None = None,
-        columns: Tensor | None = None,
+        self, x: Tensor, mask: Tensor | None = None, *, track: Tensor | None = None
     ) -> Tensor:
         """x: (R, C); mask: (R,) 1 for rows that count in the training statistics; track: ()
         0 or 1, whether this batch may move the moving statistics at all (0 for a batch with
         no real frame). A batch with no row that counts leaves the moving statistics as they
         were. Nothing here reads a value back to the host. Under bf16/fp16 autocast the
-        rows are normalised in float32 (the output is float32).
-
-        columns: (C,) int64, which of the layer's features each column of x holds, for x's
-        columns in another order than the layer's: each feature normalised as without, the
-        parameters read and the moving statistics kept in the layer's own order."""
+        rows are normalised in float32 (the output is float32)."""
         if x.dtype in LOW_PRECISION:
             x = x.float()
-        weight: Tensor = self.weight
-        bias: Tensor = self.bias
-        if columns is not None:
-            weight, bias = weight.index_select(0, columns), bias.index_select(0, columns)
         if not self.training:
-            assert self.running_mean is not None and self.running_var is not None
-            mean, var = self.running_mean, self.running_var
-            if columns is not None:
-                mean, var = mean.index_select(0, columns), var.index_select(0, columns)
-            return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
         if self.sync and dist.is_available() and dist.is_initialized():
-            return self._synced(x, mask, track, weight, bias, columns)
-        if mask is None and track is None and self.unbiased_update and columns is None:
+            return self._synced(x, mask, track)
+        if mask is None and track is None and self.unbiased_update:
             # PyTorch's own update is the unbiased one
             return F.batch_norm(
                 x,
@@ -91,12 +76,12 @@ class BatchNorm(nn.BatchNorm1d):
                 self.eps,
             )
         if mask is None:
-            out = F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+            out = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
             if x.shape[0] == 0:  # no row (a batch without frames): nothing to count
                 return out
             with torch.no_grad():
                 mean, var = _column_mean_var(x.detach())
-                self._update(mean, var, x.shape[0], track, columns)
+                self._update(mean, var, x.shape[0], track)
             return out
         # Statistics over the real rows only.
         m = mask.to(x.dtype).unsqueeze(1)  # (R, 1)
@@ -104,20 +89,12 @@ class BatchNorm(nn.BatchNorm1d):
         mean = (x * m).sum(0) / count.clamp_min(1.0)  # (C,)
         centred = x - mean
         var = (centred.square() * m).sum(0) / count.clamp_min(1.0)  # biased, (C,)
-        out = centred * torch.rsqrt(var + self.eps) * weight + bias
+        out = centred * torch.rsqrt(var + self.eps) * self.weight + self.bias
         with torch.no_grad():
-            self._update(mean.detach(), var.detach(), count.detach(), track, columns)
+            self._update(mean.detach(), var.detach(), count.detach(), track)
         return out
 
-    def _synced(
-        self,
-        x: Tensor,
-        mask: Tensor | None,
-        track: Tensor | None,
-        weight: Tensor,
-        bias: Tensor,
-        columns: Tensor | None,
-    ) -> Tensor:
+    def _synced(self, x: Tensor, mask: Tensor | None, track: Tensor | None) -> Tensor:
         from torch.distributed.nn.functional import all_reduce
 
         m = torch.ones_like(x[:, :1]) if mask is None else mask.to(x.dtype).unsqueeze(1)  # (R, 1)
@@ -127,26 +104,17 @@ class BatchNorm(nn.BatchNorm1d):
         count = total[0]
         mean = total[1 : 1 + c] / count.clamp_min(1.0)  # (C,)
         var = (total[1 + c :] / count.clamp_min(1.0) - mean.square()).clamp_min(0.0)  # biased
-        out = (x - mean) * torch.rsqrt(var + self.eps) * weight + bias
+        out = (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
         with torch.no_grad():
-            self._update(mean.detach(), var.detach(), count.detach(), track, columns)
+            self._update(mean.detach(), var.detach(), count.detach(), track)
         return out
 
     def _update(
-        self,
-        mean: Tensor,
-        biased_var: Tensor,
-        n: Tensor | int,
-        track: Tensor | None,
-        columns: Tensor | None = None,
+        self, mean: Tensor, biased_var: Tensor, n: Tensor | int, track: Tensor | None
     ) -> None:
         """Move the moving statistics towards this batch's, by ``update_rate`` if ``n`` > 0
-        rows counted and ``track`` is not 0, else not at all (decided on the device).
-        ``columns``: the features the statistics are of, in their order (None: all, in the
-        layer's)."""
+        rows counted and ``track`` is not 0, else not at all (decided on the device)."""
         assert self.running_mean is not None and self.running_var is not None
-        if columns is not None:
-            mean, biased_var = _unpermute(mean, columns), _unpermute(biased_var, columns)
         if isinstance(n, int) and track is None:  # known on the host: plain Python numbers
             if n == 0:
                 return
@@ -170,13 +138,6 @@ class BatchNorm(nn.BatchNorm1d):
         self.running_var.lerp_(var.to(self.running_var.dtype), rate)
         if self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(step)
-
-
-def _unpermute(values: Tensor, columns: Tensor) -> Tensor:
-    """values[j] of feature columns[j] -> the features in the layer's order."""
-    out = torch.empty_like(values)
-    out[columns] = values
-    return out
 
 
 def _column_mean_var(x: Tensor) -> tuple[Tensor, Tensor]:

@@ -151,11 +151,11 @@ class NeXtVLAD(nn.Module):
         instead of two, the second of which (G outputs) runs far below the machine's peak."""
         return torch.cat([self.assignment.weight, self.group_attention.weight])  # (G*K + G, λN)
 
-    def _assign(self, logits: Tensor, frames: _Frames, order: Tensor | None = None) -> Tensor:
+    def _assign(self, logits: Tensor, frames: _Frames, clusters_major: bool = False) -> Tensor:
         """logits: (R, G*K + G) soft-assignment logits then group-attention logits without
         its bias -> (R, G*K): batch norm, softmax over clusters, times the sigmoid group
-        attention (zero for padded frames). With ``order`` (``_clusters_major``), logits and
-        result hold the soft assignment clusters major, column k*G + g."""
+        attention (zero for padded frames); with ``clusters_major``, (R, K*G), column
+        k*G + g."""
         g, k = self.groups, self.num_clusters
         # One split (its gradient is one concatenation, where two slices would each fill a
         # zero tensor of the whole width), and a contiguous copy when gradients are needed:
@@ -166,17 +166,14 @@ class NeXtVLAD(nn.Module):
         attention = torch.sigmoid(attention + self.group_attention.bias)  # Eq. (7)
         if frames.mask is not None:
             attention = attention * frames.mask.unsqueeze(-1).to(attention.dtype)  # Eq. (18)
-        logits = self.assignment_bn(logits, frames.bn_mask, track=frames.track, columns=order)
-        if order is not None:
-            assign = F.softmax(logits.reshape(-1, k, g), dim=1)  # Eq. (6): (R, K, G)
-            return (assign * attention.unsqueeze(1)).reshape(-1, k * g)  # α_g α_gk: (R, K*G)
+        logits = self.assignment_bn(logits, frames.bn_mask, track=frames.track)
         assign = F.softmax(logits.reshape(-1, g, k), dim=-1)  # Eq. (6): (R, G, K)
+        if clusters_major:
+            # The product with the attention written as (R, K, G): the softmax stays over the
+            # last dimension, about twice as fast as over the middle one of (R, K, G) logits.
+            assign = assign.transpose(1, 2) * attention.unsqueeze(1)  # α_g α_gk: (R, K, G)
+            return assign.reshape(-1, k * g)
         return (assign * attention.unsqueeze(-1)).reshape(-1, g * k)  # α_g α_gk: (R, G*K)
-
-    def _clusters_major(self, device: torch.device) -> Tensor:
-        """(G*K,) the soft-assignment rows g*K + k in the order k*G + g."""
-        g, k = self.groups, self.num_clusters
-        return torch.arange(g * k, device=device).reshape(g, k).t().reshape(g * k)
 
     def forward_folded(self, x: Tensor, mask: Tensor | FramePacking | None = None) -> Tensor:
         """The same function as ``forward``, with the expansion FC ẋ = W x + b folded away.
@@ -194,16 +191,13 @@ class NeXtVLAD(nn.Module):
         b, n = x.shape[0], x.shape[2]
         g, k, f = self.groups, self.num_clusters, self.group_dim
         w, bias = self.expand.weight, self.expand.bias  # (λN, N), (λN,)
-        # The soft assignment clusters major (column k*G + g) from its FC's rows on, so that
-        # the per-video sums come out as (K, G, N), the layout of the one product over the
-        # batch below: regrouping them from (G, K, N) instead copied (B, G*K, N) floats
-        # forward and backward, a sixth of the training step at 300 frames.
-        order = self._clusters_major(w.device)
-        head = torch.cat(
-            [self.assignment.weight.index_select(0, order), self.group_attention.weight]
-        )
-        logits = linear(frames.rows, head @ w, head @ bias)  # (R, K*G + G): Eq. (6) and (7)
-        assign = self._assign(logits, frames, order)  # (R, K*G)
+        head = self._head_weight()  # (G*K + G, λN)
+        logits = linear(frames.rows, head @ w, head @ bias)  # (R, G*K + G): Eq. (6) and (7)
+        # The soft assignment clusters major (column k*G + g), so that the per-video sums
+        # come out as (K, G, N), the layout of the one product over the batch below:
+        # regrouping them from (G, K, N) instead copied (B, G*K, N) floats forward and
+        # backward, a sixth of the training step at 300 frames.
+        assign = self._assign(logits, frames, clusters_major=True)  # (R, K*G)
         # S[b, k, g, :] = Σ_i a_igk x_i: (B, K*G, N), (B, 1, K*G)
         sums, a_sum = frames.sums(frames.rows, assign, 1, n, k * g, clusters_first=True)
         a_kg = _full(a_sum.reshape(b, k, g))  # (B, K, G)

@@ -15,7 +15,7 @@ from nextvlad.nn.pooling import as_frame_mask
 # tf.nn.l2_normalize divides by sqrt(max(sum(x^2), 1e-12)), i.e. by max(||x||, 1e-6).
 L2_NORM_EPS = 1e-6
 # ``folded="auto"`` folds on CPUs for batches of at least this many frames a video on average
-# (docs/performance.md, "Folded or not": measured at 100-300 frames, train and inference).
+# (docs/performance.md, "Folded or not": measured at 120-300 frames, train and inference).
 FOLD_MIN_FRAMES = 200
 
 

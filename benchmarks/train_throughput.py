@@ -184,8 +184,8 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
 
     else:
         for module in model.modules():
-            if hasattr(module, "folded") and options.folded is not None:
-                module.folded = options.folded  # else the layer's own rule, as `nextvlad eval`
+            if hasattr(module, "folded"):
+                module.folded = options.nextvlad_folded  # "auto" by default, as `nextvlad eval`
         if options.compile:
             forward = torch.compile(model)  # type: ignore[assignment]
 

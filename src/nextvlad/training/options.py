@@ -316,6 +316,12 @@ class TrainOptions:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def nextvlad_folded(self) -> bool | str:
+        """The ``folded`` setting of the model's NeXtVLAD layers: ``--folded`` True,
+        ``--no-folded`` False, neither the layer's own rule ("auto")."""
+        return "auto" if self.folded is None else self.folded
+
     def save(self, path: Path) -> None:
         from nextvlad.checkpoint import atomic_write_bytes
         from nextvlad.data.remote import redact_url  # no signature or token in run.json

@@ -302,7 +302,7 @@ def build_step(
     models."""
     for module in model.modules():
         if isinstance(module, NeXtVLAD):
-            module.folded = "auto" if options.folded is None else options.folded
+            module.folded = options.nextvlad_folded
     if optimizer is None:
         parameters = [p for p in model.parameters() if p.requires_grad]
         optimizer = adam(parameters, options.learning_rate, options.adam_epsilon)
